@@ -1,0 +1,27 @@
+"""Serve files made at run time by Dash callbacks and Flask views over plain HTTP."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .caches import CacheAbstract, CacheFile, CachePlain, CacheQueue
+from .entry import Entry
+from .errors import BackendUnavailable, CacheProcessError, EntryGone, EntryNotFound
+from .service import ServiceData
+
+try:
+    __version__ = version("dash-file-cache")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0+unknown"
+
+__all__ = [
+    "BackendUnavailable",
+    "CacheAbstract",
+    "CacheFile",
+    "CachePlain",
+    "CacheProcessError",
+    "CacheQueue",
+    "Entry",
+    "EntryGone",
+    "EntryNotFound",
+    "ServiceData",
+    "__version__",
+]

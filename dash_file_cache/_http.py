@@ -1,0 +1,315 @@
+"""The Flask view: one registered entry in, one HTTP-correct response out."""
+
+from __future__ import annotations
+
+import json
+import logging
+import unicodedata
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import flask
+from werkzeug.datastructures import Headers
+from werkzeug.exceptions import RequestedRangeNotSatisfiable
+from werkzeug.http import parse_range_header
+
+from ._keys import is_valid_key
+from ._streams import BodyIterator
+from .entry import Entry
+from .errors import BackendUnavailable, EntryGone, EntryNotFound
+
+if TYPE_CHECKING:
+    from .service import ServiceData
+
+__all__ = ["make_view"]
+
+log = logging.getLogger("dash_file_cache")
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"", "0", "false", "no", "off"})
+# Types a browser may execute or render as a document with script when opened
+# directly: served with a CSP sandbox unless the service allows active content.
+_ACTIVE_TYPES = frozenset(
+    {
+        "text/html",
+        "application/xhtml+xml",
+        "image/svg+xml",
+        "text/xml",
+        "application/xml",
+        "text/javascript",
+        "application/javascript",
+        "application/x-javascript",
+        "text/ecmascript",
+        "application/ecmascript",
+    }
+)
+_EXPOSED = "Content-Disposition, Content-Length, Content-Range, Accept-Ranges, ETag"
+# Upstream headers that a remote entry passes on; nothing else from the upstream
+# server reaches the browser.
+_UPSTREAM_HEADERS = ("Content-Type", "Content-Length", "Content-Range", "Accept-Ranges")
+# RFC 5987 attr-char, left unescaped in filename*.
+_ATTR_CHARS = "!#$&+-.^_`|~"
+
+
+def parse_flag(value: str | None) -> bool | None:
+    """Parse ``download=`` strictly; ``None`` means the value is not a boolean."""
+    if value is None:
+        return False
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    return None
+
+
+def content_disposition(kind: str, file_name: str) -> tuple[str, dict[str, str]]:
+    """Value and parameters of ``Content-Disposition`` per RFC 6266 and RFC 5987."""
+    try:
+        file_name.encode("ascii")
+    except UnicodeEncodeError:
+        simple = unicodedata.normalize("NFKD", file_name).encode("ascii", "ignore").decode()
+        simple = simple.strip() or "download"
+        quoted = urllib.parse.quote(file_name, safe=_ATTR_CHARS)
+        return kind, {"filename": simple, "filename*": f"UTF-8''{quoted}"}
+    return kind, {"filename": file_name}
+
+
+def _is_active(content_type: str) -> bool:
+    mime = content_type.split(";", 1)[0].strip().lower()
+    return mime in _ACTIVE_TYPES or mime.endswith("+xml")
+
+
+class _Answer:
+    """Builds the responses of one request, with the headers every answer shares."""
+
+    def __init__(self, service: ServiceData, request: flask.Request) -> None:
+        self.service = service
+        self.request = request
+
+    def common(self, headers: Headers) -> None:
+        headers["X-Content-Type-Options"] = "nosniff"
+        origin = self.service.allowed_cross_origin
+        if origin:
+            headers["Access-Control-Allow-Origin"] = origin
+            headers["Access-Control-Expose-Headers"] = _EXPOSED
+            if origin != "*":
+                headers["Access-Control-Allow-Credentials"] = "true"
+                headers.add("Vary", "Origin")
+
+    def error(self, status: int, message: str) -> flask.Response:
+        accept = self.request.accept_mimetypes
+        if accept["application/json"] and not accept["text/plain"]:
+            body = json.dumps({"status": status, "error": message})
+            mimetype = "application/json"
+        else:
+            body = message + "\n"
+            mimetype = "text/plain"
+        resp = flask.Response(body, status=status, mimetype=mimetype)
+        resp.headers["Cache-Control"] = "no-store"
+        self.common(resp.headers)
+        return resp
+
+    def preflight(self) -> flask.Response:
+        resp = flask.Response(status=204)
+        resp.headers["Allow"] = "GET, HEAD, OPTIONS"
+        self.common(resp.headers)
+        if self.service.allowed_cross_origin:
+            resp.headers["Access-Control-Allow-Methods"] = "GET, HEAD, OPTIONS"
+            resp.headers["Access-Control-Allow-Headers"] = (
+                "Range, If-Range, If-None-Match, If-Modified-Since"
+            )
+            resp.headers["Access-Control-Max-Age"] = "600"
+        return resp
+
+    def describe(self, resp: flask.Response, entry: Entry, download: bool) -> None:
+        """Set the headers derived from the entry."""
+        headers = resp.headers
+        kind, params = content_disposition("attachment" if download else "inline", entry.file_name)
+        headers.set("Content-Disposition", kind, **params)
+        if entry.one_time:
+            headers["Cache-Control"] = "no-store"
+        else:
+            # Revalidate every time: the address is a capability, not for shared caches.
+            headers["Cache-Control"] = "private, no-cache"
+        if (
+            not download
+            and not self.service.allow_active_content
+            and _is_active(resp.content_type or "")
+        ):
+            headers["Content-Security-Policy"] = "sandbox"
+        self.common(headers)
+
+    def file(self, entry: Entry, stream: BinaryIO, download: bool) -> flask.Response:
+        resp = flask.Response(content_type=entry.content_type, direct_passthrough=True)
+        body = BodyIterator(stream, entry.size, self.service.chunk_bytes)
+        resp.response = body
+        resp.headers["Content-Length"] = str(entry.size)
+        resp.set_etag(entry.etag)
+        resp.last_modified = entry.created  # type: ignore[assignment]
+        self.describe(resp, entry, download)
+        environ = self._environ_for_ranges()
+        try:
+            resp.make_conditional(environ, accept_ranges=True, complete_length=entry.size)
+        except RequestedRangeNotSatisfiable:
+            body.close()
+            resp = self.error(416, "the requested range is outside the file")
+            resp.headers["Content-Range"] = f"bytes */{entry.size}"
+            resp.headers["Accept-Ranges"] = "bytes"
+            return resp
+        if resp.status_code != 200 or self.request.method != "GET":
+            return resp
+        if entry.one_time:
+            cache = self.service.cache
+            if not cache.claim(entry.key):
+                body.close()
+                return self.error(410, "this one-time file is being or was downloaded")
+            body._on_close = _consume_or_release(cache, entry.key)
+            return resp
+        wrapper = self.request.environ.get("wsgi.file_wrapper")
+        if wrapper is not None and hasattr(stream, "fileno"):
+            # Let the server send the file itself (sendfile where it can).
+            resp.response = wrapper(stream, self.service.chunk_bytes)
+        return resp
+
+    def _environ_for_ranges(self) -> dict[str, Any]:
+        """The request environ, minus a Range header that must be ignored.
+
+        RFC 9110 says to ignore a Range header that cannot be parsed or names another
+        unit; Werkzeug would answer 416. A multi-range request is answered with the
+        whole file (200), which the RFC allows.
+        """
+        environ = self.request.environ
+        header = environ.get("HTTP_RANGE")
+        if header is None:
+            return environ
+        parsed = parse_range_header(header)
+        if parsed is not None and parsed.units == "bytes" and len(parsed.ranges) == 1:
+            return environ
+        environ = dict(environ)
+        del environ["HTTP_RANGE"]
+        return environ
+
+    def remote(self, entry: Entry, download: bool) -> flask.Response:
+        assert entry.url is not None
+        headers = dict(entry.url_headers)
+        if "HTTP_RANGE" in self.request.environ:
+            headers["Range"] = self.request.environ["HTTP_RANGE"]
+        opener = urllib.request.build_opener(_SameHostRedirects(self.service.remote_hosts))
+        try:
+            upstream = opener.open(
+                urllib.request.Request(entry.url, headers=headers, method=self.request.method),
+                timeout=self.service.remote_timeout,
+            )
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            if exc.code == 416:
+                return self.error(416, "the requested range is outside the remote file")
+            return self.error(502, f"the remote server answered {exc.code}")
+        except TimeoutError:
+            return self.error(504, "the remote server did not answer in time")
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            log.warning("remote entry %s failed: %s", entry.key, exc)
+            return self.error(502, "the remote server cannot be reached")
+        resp = flask.Response(
+            _iter_upstream(upstream, self.service.chunk_bytes),
+            status=upstream.status,
+            direct_passthrough=True,
+        )
+        for name in _UPSTREAM_HEADERS:
+            value = upstream.headers.get(name)
+            if value is not None:
+                resp.headers[name] = value
+        name = _upstream_file_name(upstream.headers.get("Content-Disposition")) or entry.file_name
+        self.describe(resp, entry.replace(file_name=name or entry.key), download)
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
+
+
+def _consume_or_release(cache: Any, key: str) -> Callable[[bool], None]:
+    def done(complete: bool) -> None:
+        try:
+            if complete:
+                cache.delete(key, gone=True)
+            else:
+                cache.release(key)
+        except Exception:  # the response is already sent; keep the server healthy
+            log.exception("could not finish one-time entry %s", key)
+
+    return done
+
+
+def _iter_upstream(upstream: Any, chunk: int) -> Iterator[bytes]:
+    try:
+        while data := upstream.read(chunk):
+            yield data
+    finally:
+        upstream.close()
+
+
+def _upstream_file_name(value: str | None) -> str:
+    if not value:
+        return ""
+    from werkzeug.http import parse_options_header
+
+    _, params = parse_options_header(value)
+    name = params.get("filename", "")
+    return "" if any(ord(c) < 32 or ord(c) == 127 for c in name) else name
+
+
+class _SameHostRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects only within the same host, or to an allowed host."""
+
+    def __init__(self, allowed: frozenset[str] | None) -> None:
+        self.allowed = allowed
+
+    def redirect_request(
+        self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> urllib.request.Request | None:
+        old = urllib.parse.urlparse(req.full_url)
+        new = urllib.parse.urlparse(newurl)
+        host = (new.hostname or "").lower()
+        same = host == (old.hostname or "").lower() and new.scheme in ("http", "https")
+        if not same and (self.allowed is None or host not in self.allowed):
+            raise urllib.error.HTTPError(
+                req.full_url, 502, f"redirect to another host ({host}) refused", headers, fp
+            )
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def make_view(service: ServiceData) -> Callable[[], flask.Response]:
+    """Build the view function that serves ``service``'s entries."""
+
+    def view() -> flask.Response:
+        request = flask.request
+        answer = _Answer(service, request)
+        if request.method == "OPTIONS":
+            return answer.preflight()
+        uid = request.args.get("uid")
+        if not uid:
+            return answer.error(400, "the address has no uid")
+        if not is_valid_key(uid):
+            return answer.error(400, "the uid is malformed")
+        download = parse_flag(request.args.get("download"))
+        if download is None:
+            return answer.error(400, "download must be true/1/yes or false/0/no")
+        try:
+            entry, stream = service.cache.open(uid)
+        except EntryGone:
+            return answer.error(410, "this file is gone (already downloaded, expired or removed)")
+        except EntryNotFound:
+            return answer.error(404, "no file is registered at this address")
+        except (BackendUnavailable, OSError) as exc:
+            log.error("cache backend failed while serving %s: %s", uid, exc)
+            return answer.error(503, "the file cache is unavailable, try again later")
+        if entry.url is not None:
+            return answer.remote(entry, download)
+        if stream is None:
+            return answer.error(404, "no file is registered at this address")
+        return answer.file(entry, stream, download)
+
+    view.__name__ = "dash_file_cache_view"
+    return view

@@ -1,0 +1,126 @@
+"""The backend contract that every cache implements.
+
+A backend stores :class:`~dash_file_cache.entry.Entry` records and their bodies
+under ids made by the service. Five methods make a backend:
+
+``put(entry, body)``
+    Store ``body`` (``bytes``, or a binary stream read to its end) under
+    ``entry.key``, replacing any entry of that key. The entry becomes visible
+    atomically and only once the whole body is stored, so that a reader never sees a
+    half-written entry. ``body`` is ``None`` for entries served in place (a path) or
+    streamed from elsewhere (a URL).
+``get(key)``
+    Return ``(entry, stream)``: a fresh, seekable, read-only binary stream of the
+    body for every call (``None`` when the entry has no stored body). Raise
+    :class:`EntryGone` when the backend knows the entry existed and is gone,
+    :class:`EntryNotFound` otherwise.
+``delete(key, gone=True)``
+    Remove the entry (idempotent) and, with ``gone``, remember the id as gone.
+``claim(key)`` / ``release(key)``
+    Reserve a one-time entry for a single download, atomically across every process
+    that shares the backend; ``release`` gives it back after an aborted transfer.
+``keys()``
+    The ids currently stored.
+
+Everything else (``open``, ``info``, ``__contains__``, the 0.2.0 names ``is_in`` and
+``remove``) is derived here. Nothing in ``caches`` knows about HTTP.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from ..entry import Entry
+from ..errors import EntryGone, EntryNotFound
+
+__all__ = ["Body", "CacheAbstract"]
+
+Body = bytes | BinaryIO
+
+
+class CacheAbstract(abc.ABC):
+    """Base of every backend: implement the five methods described in the module."""
+
+    @abc.abstractmethod
+    def put(self, entry: Entry, body: Body | None) -> None:
+        """Store ``body`` under ``entry.key``; visible only once complete."""
+
+    @abc.abstractmethod
+    def get(self, key: str) -> tuple[Entry, BinaryIO | None]:
+        """Return the entry and a fresh stream of its body."""
+
+    @abc.abstractmethod
+    def delete(self, key: str, gone: bool = True) -> bool:
+        """Remove the entry; return whether it was stored."""
+
+    @abc.abstractmethod
+    def claim(self, key: str) -> bool:
+        """Reserve a one-time entry for one download; ``False`` if already taken."""
+
+    @abc.abstractmethod
+    def release(self, key: str) -> None:
+        """Undo :meth:`claim` after a transfer that did not complete."""
+
+    @abc.abstractmethod
+    def keys(self) -> list[str]:
+        """The ids currently stored."""
+
+    # Derived API --------------------------------------------------------------
+
+    def open(self, key: str) -> tuple[Entry, BinaryIO | None]:
+        """Like :meth:`get`, but also opens entries served in place from a path.
+
+        A path removed or replaced by a non-file since registration is reported as
+        :class:`EntryGone`. Remote (URL) entries come back with no stream.
+        """
+        entry, stream = self.get(key)
+        if entry.path is None:
+            return entry, stream
+        try:
+            fobj = open(entry.path, "rb")  # noqa: SIM115 - closed by the response
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            raise EntryGone(f"the file of entry {key} no longer exists") from exc
+        stat = os.fstat(fobj.fileno())
+        # The file may have changed since registration: describe what is there now.
+        version = f"{entry.etag}.{stat.st_mtime_ns:x}.{stat.st_size:x}"
+        return entry.replace(size=stat.st_size, created=stat.st_mtime, etag=version), fobj
+
+    def info(self, key: str) -> Entry:
+        """Return the metadata of an entry without keeping its body open."""
+        entry, stream = self.get(key)
+        if stream is not None:
+            stream.close()
+        return entry
+
+    def is_in(self, key: str) -> bool:
+        """Tell whether ``key`` is stored (the 0.2.0 name)."""
+        try:
+            self.info(key)
+        except EntryNotFound:
+            return False
+        return True
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.is_in(key)
+
+    def remove(self, key: str) -> Entry:
+        """Delete an entry and return its metadata (the 0.2.0 name)."""
+        entry = self.info(key)
+        self.delete(key)
+        return entry
+
+    def __len__(self) -> int:
+        return len(self.keys())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+
+def raise_missing(key: str, gone: bool) -> EntryNotFound:
+    """Build the right miss error for ``key``."""
+    if gone:
+        return EntryGone(f"entry {key} is gone (consumed, expired or deleted)")
+    return EntryNotFound(f"no entry {key} is stored")

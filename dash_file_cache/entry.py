@@ -1,0 +1,58 @@
+"""Entry: the metadata of one registered file, stored beside its body."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Entry"]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A frozen record describing one registered file.
+
+    An entry has exactly one source: a body stored by the backend (the usual case),
+    a ``path`` served in place, or a remote ``url`` streamed through the service.
+    ``size`` counts bytes; for a path it is the size seen at registration time and
+    the size of the file at request time is what gets served.
+    """
+
+    key: str
+    size: int
+    mime_type: str
+    content_type: str
+    file_name: str
+    created: float
+    one_time: bool = False
+    expires: float | None = None
+    path: str | None = None
+    url: str | None = None
+    url_headers: dict[str, str] = field(default_factory=dict)
+    etag: str = ""
+
+    @property
+    def kind(self) -> str:
+        """``"path"``, ``"url"`` or ``"body"``: where the bytes come from."""
+        if self.path is not None:
+            return "path"
+        if self.url is not None:
+            return "url"
+        return "body"
+
+    def to_json(self) -> str:
+        """Serialise as JSON; storage never pickles metadata."""
+        return json.dumps(dataclasses.asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Entry:
+        """Rebuild an entry written by :meth:`to_json`."""
+        data: dict[str, Any] = json.loads(text)
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def replace(self, **changes: Any) -> Entry:
+        """Return a copy with ``changes`` applied."""
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,278 @@
+"""ServiceData: register files produced at run time, serve them over plain HTTP."""
+
+from __future__ import annotations
+
+import os
+import time
+import urllib.parse
+from collections.abc import Collection, Mapping
+from typing import TYPE_CHECKING, Any
+
+from . import _inputs
+from ._keys import new_key
+from .caches.base import CacheAbstract
+from .entry import Entry
+
+if TYPE_CHECKING:
+    import flask
+
+__all__ = ["ServiceData"]
+
+
+def _as_flask(app: Any) -> flask.Flask:
+    import flask
+
+    if isinstance(app, flask.Flask):
+        return app
+    server = getattr(app, "server", None)
+    if isinstance(server, flask.Flask):
+        return server
+    raise TypeError(
+        f"app must be a dash.Dash or a flask.Flask, not {type(app).__name__}; for a "
+        "Dash app created with server=False, call serve() after app.init_app(server)"
+    )
+
+
+class ServiceData:
+    """Registers files in a cache backend and serves them from one Flask route.
+
+    ``register()`` stores a file and returns its address, ``<service_name>?uid=<id>``;
+    ``serve(app)`` (or ``init_app(app)``) adds the GET route that answers it. The
+    address is a capability: anyone who has it can fetch the file while it lives.
+
+    ``chunk_size`` is in MiB, as in 0.2.0. ``allowed_cross_origin`` sets
+    ``Access-Control-Allow-Origin`` on responses. ``max_entry_bytes`` rejects larger
+    entries at ``register()``. Active content (HTML, SVG, XML, JavaScript) is sent
+    with ``Content-Security-Policy: sandbox`` so that a registered file cannot run
+    script on the app's origin; ``allow_active_content=True`` turns that off.
+    """
+
+    def __init__(
+        self,
+        cache: CacheAbstract,
+        service_name: str = "/cached-data",
+        chunk_size: int = 1,
+        allowed_cross_origin: str | None = None,
+        *,
+        max_entry_bytes: int | None = None,
+        allow_active_content: bool = False,
+        remote_hosts: Collection[str] | None = None,
+        remote_timeout: float = 30.0,
+    ) -> None:
+        if not isinstance(cache, CacheAbstract):
+            raise TypeError(
+                f"cache must be a dash_file_cache cache (CachePlain, CacheQueue, CacheFile, "
+                f"...), not {type(cache).__name__}"
+            )
+        self._cache = cache
+        self._service_name = _check_service_name(service_name)
+        self.chunk_size = chunk_size
+        self._allowed_cross_origin = _inputs.check_header_text(
+            "allowed_cross_origin", allowed_cross_origin or ""
+        )
+        if max_entry_bytes is not None and (
+            not isinstance(max_entry_bytes, int) or max_entry_bytes < 0
+        ):
+            raise ValueError(
+                f"max_entry_bytes must be a non-negative int or None, got {max_entry_bytes!r}"
+            )
+        self.max_entry_bytes = max_entry_bytes
+        self.allow_active_content = bool(allow_active_content)
+        self.remote_hosts = (
+            None if remote_hosts is None else frozenset(h.lower() for h in remote_hosts)
+        )
+        self.remote_timeout = float(remote_timeout)
+        self._prefix = ""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._service_name!r} cache={self._cache!r}>"
+
+    @property
+    def cache(self) -> CacheAbstract:
+        """The cache backend holding the entries."""
+        return self._cache
+
+    @property
+    def service_name(self) -> str:
+        """The route path of the service, such as ``/cached-data``."""
+        return self._service_name
+
+    @property
+    def chunk_size(self) -> int:
+        """Size in MiB of the pieces a body is streamed in."""
+        return self._chunk_bytes >> 20
+
+    @chunk_size.setter
+    def chunk_size(self, value: int) -> None:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"chunk_size must be an int of at least 1 (MiB), got {value!r}")
+        self._chunk_bytes = value << 20
+
+    @property
+    def chunk_bytes(self) -> int:
+        """Size in bytes of the pieces a body is streamed in."""
+        return self._chunk_bytes
+
+    @property
+    def allowed_cross_origin(self) -> str:
+        """The value sent as ``Access-Control-Allow-Origin``, or ``""`` for none."""
+        return self._allowed_cross_origin
+
+    # Registration -------------------------------------------------------------
+
+    def register(
+        self,
+        fobj: Any,
+        file_name: str = "",
+        content_type: str = "",
+        mime_type: str = "",
+        one_time_service: bool = False,
+        download: bool = False,
+    ) -> str:
+        """Store a file and return the address that serves it.
+
+        ``fobj`` is a path (``str`` or ``os.PathLike``, served in place, and it must be
+        a regular file now), ``bytes``, ``io.BytesIO``, ``io.StringIO`` (sent as UTF-8),
+        or any readable binary file object. In-memory inputs are copied, so changing
+        or closing them afterwards does not change what is served.
+
+        ``mime_type`` is guessed from ``file_name`` (or the path) when empty, falling
+        back to ``application/octet-stream``; ``content_type`` defaults to it. With
+        ``one_time_service`` the entry is deleted once a complete download was sent.
+        With ``download`` the address makes the browser save the file as
+        ``file_name`` (derived from the path, or the id plus an extension).
+        """
+        file_name = _inputs.check_header_text("file_name", file_name)
+        mime_type = _inputs.check_mime_type(mime_type)
+        content_type = _inputs.check_content_type(content_type)
+        source = _inputs.read_source(fobj)
+        try:
+            if self.max_entry_bytes is not None and source.size > self.max_entry_bytes:
+                raise ValueError(
+                    f"the file is {source.size} bytes, more than max_entry_bytes="
+                    f"{self.max_entry_bytes}; register a smaller file or raise the limit"
+                )
+            key = new_key()
+            name = file_name or source.default_name
+            mime = mime_type or (
+                _inputs.guess_mime_type(name) if name else "application/octet-stream"
+            )
+            if not name:
+                name = key + _inputs.guess_extension(mime)
+            ctype = content_type or mime
+            if source.text and ctype.startswith("text/") and "charset" not in ctype:
+                ctype += "; charset=utf-8"
+            entry = Entry(
+                key=key,
+                size=source.size,
+                mime_type=mime,
+                content_type=ctype,
+                file_name=name,
+                created=time.time(),
+                one_time=bool(one_time_service),
+                path=source.path,
+                etag=new_key(),
+            )
+            self._cache.put(entry, source.body)
+        finally:
+            close = getattr(source.body, "close", None)
+            if close is not None:
+                close()
+        return self.address(key, download=download)
+
+    def register_request(
+        self,
+        url: str | urllib.parse.ParseResult,
+        headers: Mapping[str, str] | None = None,
+        file_name_fallback: str = "",
+        download: bool = True,
+    ) -> str:
+        """Register a remote http(s) file that the service streams through on request.
+
+        ``headers`` are sent upstream (for example an ``Authorization`` header); the
+        browser only sees the type, length, range and file-name headers of the
+        upstream answer. Upstream errors are answered with 502. Redirects are
+        followed only to the same host, and ``remote_hosts`` (given to the service)
+        restricts which hosts may be registered at all.
+        """
+        parsed = urllib.parse.urlparse(url) if isinstance(url, str) else url
+        if not isinstance(parsed, urllib.parse.ParseResult):
+            raise TypeError(f"url must be a str or a ParseResult, not {type(url).__name__}")
+        if parsed.scheme.lower() not in ("http", "https") or not parsed.hostname:
+            raise ValueError(
+                f"url must be an absolute http:// or https:// address, got {parsed.geturl()!r}"
+            )
+        host = parsed.hostname.lower()
+        if self.remote_hosts is not None and host not in self.remote_hosts:
+            raise ValueError(
+                f"the host {host!r} is not in this service's remote_hosts; add it there to allow it"
+            )
+        request_headers = {
+            _inputs.check_header_text("header name", str(k)): _inputs.check_header_text(
+                "header value", str(v)
+            )
+            for k, v in (headers or {}).items()
+        }
+        fallback = _inputs.check_header_text("file_name_fallback", file_name_fallback)
+        key = new_key()
+        name = os.path.basename(urllib.parse.unquote(parsed.path).replace("\\", "/"))
+        entry = Entry(
+            key=key,
+            size=0,
+            mime_type="application/octet-stream",
+            content_type="",
+            file_name=_inputs.check_header_text("file name", name) if name else fallback,
+            created=time.time(),
+            url=parsed.geturl(),
+            url_headers=request_headers,
+            etag=new_key(),
+        )
+        self._cache.put(entry, None)
+        return self.address(key, download=download)
+
+    def address(self, key: str, download: bool = False) -> str:
+        """The address of the entry ``key`` as seen by the browser."""
+        query = urllib.parse.urlencode({"uid": key})
+        return f"{self._prefix}{self._service_name}?{query}" + (
+            "&download=true" if download else ""
+        )
+
+    # Serving ------------------------------------------------------------------
+
+    def serve(self, app: Any, endpoint: str | None = None) -> None:
+        """Add the GET route of this service to a ``dash.Dash`` or ``flask.Flask`` app.
+
+        For a Dash app the route honours ``routes_pathname_prefix`` and the
+        addresses honour ``requests_pathname_prefix``.
+        """
+        from ._http import make_view
+
+        server = _as_flask(app)
+        route_prefix = request_prefix = ""
+        config = getattr(app, "config", None)
+        if app is not server and config is not None:
+            route_prefix = str(config.get("routes_pathname_prefix") or "/").rstrip("/")
+            request_prefix = str(config.get("requests_pathname_prefix") or "/").rstrip("/")
+        name = (endpoint or "").strip() or "dash_file_cache" + self._service_name.replace("/", ".")
+        if name in server.view_functions:
+            raise ValueError(
+                f"the app already has an endpoint {name!r}; give this service another "
+                "service_name or pass endpoint=..."
+            )
+        server.add_url_rule(
+            route_prefix + self._service_name,
+            endpoint=name,
+            view_func=make_view(self),
+            methods=["GET", "HEAD", "OPTIONS"],
+            provide_automatic_options=False,
+        )
+        self._prefix = request_prefix
+
+    init_app = serve
+
+
+def _check_service_name(value: object) -> str:
+    name = _inputs.check_header_text("service_name", value).strip()
+    if not name.startswith("/") or "?" in name or "#" in name or name.rstrip("/") == "":
+        raise ValueError(f"service_name must be a path such as '/cached-data', got {value!r}")
+    return name.rstrip("/")
