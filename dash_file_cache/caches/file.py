@@ -156,7 +156,8 @@ class CacheFile(CacheAbstract):
         return entry, value
 
     def delete(self, key: str, gone: bool = True) -> bool:
-        with _available():
+        # One transaction, so that no reader sees the entry neither stored nor gone.
+        with _available(), self._cache.transact():
             found = bool(self._cache.delete(key))
             self._cache.delete(_CLAIM_PREFIX + key)
             if gone and found:
@@ -164,7 +165,9 @@ class CacheFile(CacheAbstract):
             return found
 
     def claim(self, key: str) -> bool:
-        with _available():
+        with _available(), self._cache.transact():
+            if key not in self._cache:
+                return False
             return bool(self._cache.add(_CLAIM_PREFIX + key, os.getpid(), expire=_CLAIM_SECONDS))
 
     def release(self, key: str) -> None:
