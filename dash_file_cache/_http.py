@@ -151,7 +151,7 @@ class _Answer:
         resp.set_etag(entry.etag)
         resp.last_modified = entry.created  # type: ignore[assignment]
         self.describe(resp, entry, download)
-        environ = self._environ_for_ranges()
+        environ = self._environ_for_ranges(entry.size)
         try:
             resp.make_conditional(environ, accept_ranges=True, complete_length=entry.size)
         except RequestedRangeNotSatisfiable:
@@ -175,22 +175,24 @@ class _Answer:
             resp.response = wrapper(stream, self.service.chunk_bytes)
         return resp
 
-    def _environ_for_ranges(self) -> dict[str, Any]:
-        """The request environ, minus a Range header that must be ignored.
+    def _environ_for_ranges(self, size: int) -> dict[str, Any]:
+        """The request environ, with its Range header put in the form RFC 9110 means.
 
-        RFC 9110 says to ignore a Range header that cannot be parsed or names another
-        unit; Werkzeug would answer 416. A multi-range request is answered with the
-        whole file (200), which the RFC allows.
+        A Range header that cannot be parsed or names another unit is ignored, where
+        Werkzeug would answer 416. A multi-range request is answered with the whole
+        file (200), which the RFC allows. A suffix longer than the file means the
+        whole file (206), where Werkzeug would answer 416.
         """
         environ = self.request.environ
         header = environ.get("HTTP_RANGE")
         if header is None:
             return environ
         parsed = parse_range_header(header)
-        if parsed is not None and parsed.units == "bytes" and len(parsed.ranges) == 1:
-            return environ
         environ = dict(environ)
-        del environ["HTTP_RANGE"]
+        if parsed is None or parsed.units != "bytes" or len(parsed.ranges) != 1:
+            del environ["HTTP_RANGE"]
+        elif parsed.ranges[0][0] < -size:
+            environ["HTTP_RANGE"] = "bytes=0-"
         return environ
 
     def remote(self, entry: Entry, download: bool) -> flask.Response:
