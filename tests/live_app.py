@@ -1,0 +1,47 @@
+"""A small WSGI app for tests that run a real server (gunicorn) in a subprocess.
+
+Configured by environment variables: ``DFC_BACKEND`` (plain, queue, file) and
+``DFC_CACHE_DIR`` (for file).
+"""
+
+from __future__ import annotations
+
+import os
+
+import flask
+from servers import pattern
+
+import dash_file_cache as dfc
+
+
+def make_cache() -> dfc.CacheAbstract:
+    backend = os.environ.get("DFC_BACKEND", "file")
+    if backend == "plain":
+        return dfc.CachePlain(1000)
+    if backend == "queue":
+        return dfc.CacheQueue(1000)
+    return dfc.CacheFile(os.environ["DFC_CACHE_DIR"])
+
+
+app = flask.Flask(__name__)
+service = dfc.ServiceData(make_cache())
+service.serve(app)
+
+
+@app.get("/health")
+def health() -> str:
+    return str(os.getpid())
+
+
+@app.post("/register")
+def register() -> str:
+    args = flask.request.args
+    path = args.get("path")
+    fobj: object = (
+        path if path else pattern(int(args.get("size", "1000")), int(args.get("seed", "0")))
+    )
+    return service.register(
+        fobj,
+        file_name=args.get("name", ""),
+        one_time_service=args.get("one_time") == "1",
+    )

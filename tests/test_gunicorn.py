@@ -1,0 +1,153 @@
+"""The route under a real WSGI server: gunicorn with threads, and with several workers."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from servers import gunicorn, pattern
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def gthread(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    cache_dir = tmp_path_factory.mktemp("gthread-cache")
+    with gunicorn(
+        "live_app:app",
+        "--worker-class",
+        "gthread",
+        "--threads",
+        "8",
+        env={"DFC_BACKEND": "file", "DFC_CACHE_DIR": str(cache_dir)},
+    ) as base:
+        yield base
+
+
+def register(base: str, **params: object) -> str:
+    resp = requests.post(f"{base}/register", params=params, timeout=30)
+    assert resp.status_code == 200, resp.text
+    return base + resp.text
+
+
+def test_large_path_is_sent_whole(gthread: str, tmp_path: Path) -> None:
+    body = pattern(20 << 20, seed=3)
+    path = tmp_path / "big.bin"
+    path.write_bytes(body)
+    resp = requests.get(register(gthread, path=str(path)), timeout=60)
+    assert resp.status_code == 200
+    assert resp.headers["Content-Length"] == str(len(body))
+    assert resp.content == body
+
+
+@pytest.mark.parametrize("source", ["path", "body"])
+@pytest.mark.parametrize(
+    ("header", "start", "stop"),
+    [
+        ("bytes=0-99", 0, 100),
+        ("bytes=12345678-12345999", 12345678, 12346000),
+        ("bytes=-10", -10, None),
+    ],
+)
+def test_ranges_through_gunicorn(
+    gthread: str, tmp_path: Path, source: str, header: str, start: int, stop: int | None
+) -> None:
+    body = pattern(16 << 20, seed=5)
+    if source == "path":
+        path = tmp_path / "ranged.bin"
+        path.write_bytes(body)
+        address = register(gthread, path=str(path))
+    else:
+        address = register(gthread, size=len(body), seed=5)
+    resp = requests.get(address, headers={"Range": header}, timeout=60)
+    assert resp.status_code == 206
+    assert resp.content == body[start:stop]
+    first = start % len(body)
+    last = (stop if stop is not None else len(body)) - 1
+    assert resp.headers["Content-Range"] == f"bytes {first}-{last}/{len(body)}"
+
+
+def test_concurrent_gets_of_one_time_entry_under_gunicorn(gthread: str) -> None:
+    size = 4 << 20
+    address = register(gthread, size=size, one_time=1, seed=9)
+    barrier = threading.Barrier(8)
+    results: list[tuple[int, bytes]] = []
+    lock = threading.Lock()
+
+    def fetch() -> None:
+        barrier.wait(timeout=20)
+        resp = requests.get(address, timeout=60)
+        with lock:
+            results.append((resp.status_code, resp.content))
+
+    threads = [threading.Thread(target=fetch) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=90)
+    statuses = sorted(status for status, _ in results)
+    assert statuses[0] == 200
+    assert statuses[1:] == [410] * 7
+    assert [body for status, body in results if status == 200] == [pattern(size, seed=9)]
+
+
+def test_aborted_download_keeps_one_time_entry(gthread: str) -> None:
+    size = 32 << 20
+    address = register(gthread, size=size, one_time=1, seed=11)
+    parsed = urllib.parse.urlsplit(address)
+    with socket.create_connection((parsed.hostname, parsed.port), timeout=30) as sock:
+        sock.sendall(
+            f"GET {parsed.path}?{parsed.query} HTTP/1.1\r\nHost: x\r\n\r\n".encode("ascii")
+        )
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    # The server notices the reset when its next write fails; poll (bounded) until
+    # it has released the entry, which must then be served whole exactly once.
+    deadline = time.monotonic() + 30
+    while True:
+        resp = requests.get(address, timeout=60)
+        if resp.status_code == 200 or time.monotonic() > deadline:
+            break
+        assert resp.status_code == 410
+        time.sleep(0.1)
+    assert resp.status_code == 200
+    assert resp.content == pattern(size, seed=11)
+    assert requests.get(address, timeout=30).status_code == 410
+
+
+def test_head_and_conditional_requests_through_gunicorn(gthread: str) -> None:
+    address = register(gthread, size=5000, one_time=1)
+    head = requests.head(address, timeout=30)
+    assert head.status_code == 200
+    assert head.headers["Content-Length"] == "5000"
+    assert head.content == b""
+    resp = requests.get(address, timeout=30)
+    assert resp.status_code == 200
+    assert resp.content == pattern(5000)
+
+
+def test_file_cache_shared_by_four_workers(tmp_path: Path) -> None:
+    with gunicorn(
+        "live_app:app",
+        "--workers",
+        "4",
+        env={"DFC_BACKEND": "file", "DFC_CACHE_DIR": str(tmp_path / "shared")},
+    ) as base:
+        misses = 0
+        pids: set[str] = set()
+        with requests.Session() as session:
+            for i in range(200):
+                size = 1000 + i * 37
+                address = register(base, size=size, seed=i % 200)
+                resp = session.get(address, timeout=30)
+                if resp.status_code != 200 or resp.content != pattern(size, seed=i % 200):
+                    misses += 1
+                pids.add(requests.get(base + "/health", timeout=10).text)
+        assert misses == 0
+        assert len(pids) > 1, "the requests should have reached several workers"
