@@ -156,12 +156,15 @@ class CacheFile(CacheAbstract):
         return entry, value
 
     def delete(self, key: str, gone: bool = True) -> bool:
-        # One transaction, so that no reader sees the entry neither stored nor gone.
-        with _available(), self._cache.transact():
+        with _available():
+            # The gone mark is committed before the body disappears: a reader that
+            # misses the entry then always finds the mark and answers 410, not 404.
+            # (Inside one diskcache transaction the body file is removed before the
+            # commit, which would open exactly that window.)
+            if gone and key in self._cache:
+                self._cache.set(_GONE_PREFIX + key, b"", expire=_GONE_SECONDS)
             found = bool(self._cache.delete(key))
             self._cache.delete(_CLAIM_PREFIX + key)
-            if gone and found:
-                self._cache.set(_GONE_PREFIX + key, b"", expire=_GONE_SECONDS)
             return found
 
     def claim(self, key: str) -> bool:
