@@ -641,3 +641,21 @@ def test_serve_refuses_other_objects(cache: dfc.CacheAbstract) -> None:
 def test_chunk_size_is_validated(cache: dfc.CacheAbstract, size: Any) -> None:
     with pytest.raises(ValueError, match="chunk_size"):
         dfc.ServiceData(cache, chunk_size=size)
+
+
+class _UnreachableCache(dfc.CachePlain):
+    """A backend whose store cannot be reached, as when its server is down."""
+
+    def get(self, key: str) -> Any:
+        raise dfc.BackendUnavailable("the store is down")
+
+
+def test_backend_failure_is_503_with_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    served = Served(_UnreachableCache(4))
+    address = served.register()
+    with caplog.at_level("ERROR", logger="dash_file_cache"):
+        resp = served.get(address)
+    assert resp.status_code == 503
+    assert resp.data == b"the file cache is unavailable, try again later\n"
+    assert [r.levelname for r in caplog.records] == ["ERROR"]
+    assert address.split("uid=")[1] in caplog.records[0].getMessage()

@@ -22,16 +22,19 @@ under ids made by the service. Five methods make a backend:
 ``keys()``
     The ids currently stored.
 
-Everything else (``open``, ``info``, ``__contains__``, the 0.2.0 names ``is_in`` and
-``remove``) is derived here. Nothing in ``caches`` knows about HTTP.
+Everything else (``open``, ``info``, ``__contains__``, and the 0.2.0 names ``is_in``,
+``remove``, ``dump``, ``load``, ``load_info``, ``load_data``) is derived here.
+Nothing in ``caches`` knows about HTTP.
 """
 
 from __future__ import annotations
 
 import abc
+import io
 import os
-from collections.abc import Iterator
-from typing import BinaryIO
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, BinaryIO
 
 from ..entry import Entry
 from ..errors import EntryGone, EntryNotFound
@@ -111,6 +114,73 @@ class CacheAbstract(abc.ABC):
         entry = self.info(key)
         self.delete(key)
         return entry
+
+    # dash-file-cache 0.2.0 names, for code that used a cache directly -------------
+
+    def dump(self, key: str, info: Mapping[str, Any], data: Mapping[str, Any]) -> None:
+        """Store an item described the 0.2.0 way (``info`` and ``data`` dicts)."""
+        kind = data.get("type")
+        body: Body | None = None
+        path = url = None
+        headers: dict[str, str] = {}
+        if kind == "path":
+            path = os.path.abspath(os.fspath(data["path"]))
+        elif kind == "request":
+            url, headers = str(data["url"]), dict(data.get("headers") or {})
+        elif kind in ("str", "bytes"):
+            value = data["data"]
+            raw = value.getvalue() if hasattr(value, "getvalue") else value.read()
+            body = raw.encode("utf-8") if isinstance(raw, str) else bytes(raw)
+        else:
+            raise ValueError(f"data['type'] must be path, str, bytes or request, not {kind!r}")
+        mime = str(info.get("mime_type") or "application/octet-stream")
+        entry = Entry(
+            key=key,
+            size=len(body) if isinstance(body, bytes) else int(info.get("data_size") or 0),
+            mime_type=mime,
+            content_type=str(info.get("content_type") or mime),
+            file_name=str(info.get("file_name") or key),
+            created=time.time(),
+            one_time=bool(info.get("one_time_service")),
+            path=path,
+            url=url,
+            url_headers=headers,
+            etag=key,
+        )
+        self.put(entry, body)
+
+    def load(self, key: str) -> tuple[dict[str, Any], Callable[[], dict[str, Any]]]:
+        """Return the 0.2.0 ``(info, deferred data)`` pair of an entry."""
+        entry = self.info(key)
+        kind = {"path": "path", "url": "request"}.get(entry.kind, "bytes")
+        info = {
+            "type": kind,
+            "data_size": entry.size,
+            "file_name": entry.file_name,
+            "content_type": entry.content_type,
+            "mime_type": entry.mime_type,
+            "one_time_service": entry.one_time,
+        }
+
+        def deferred() -> dict[str, Any]:
+            if entry.path is not None:
+                return {"type": "path", "path": entry.path}
+            if entry.url is not None:
+                return {"type": "request", "url": entry.url, "headers": dict(entry.url_headers)}
+            _, stream = self.get(key)
+            assert stream is not None
+            with stream:
+                return {"type": "bytes", "data": io.BytesIO(stream.read())}
+
+        return info, deferred
+
+    def load_info(self, key: str) -> dict[str, Any]:
+        """The 0.2.0 metadata dict of an entry."""
+        return self.load(key)[0]
+
+    def load_data(self, key: str) -> dict[str, Any]:
+        """The 0.2.0 data dict of an entry."""
+        return self.load(key)[1]()
 
     def __len__(self) -> int:
         return len(self.keys())
