@@ -23,6 +23,7 @@ __all__ = [
 # break out of its header.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_TOKEN_ONLY = re.compile(_TOKEN)
 _MIME = re.compile(rf"{_TOKEN}/{_TOKEN}")
 _CONTENT_TYPE = re.compile(rf"{_TOKEN}/{_TOKEN}(\s*;\s*{_TOKEN}=({_TOKEN}|\"[^\"\\]*\"))*")
 
@@ -57,6 +58,17 @@ def check_header_text(name: str, value: object, pattern: re.Pattern[str] | None 
             "'text/csv' or 'text/csv; charset=utf-8'"
         )
     return value.strip()
+
+
+def check_header_name(value: str) -> str:
+    """Validate an HTTP header name (an RFC 9110 token)."""
+    name = check_header_text("header name", value)
+    if _TOKEN_ONLY.fullmatch(name) is None:
+        raise ValueError(
+            f"header name {name!r} is not a valid HTTP header name; use letters, digits "
+            "and !#$%&'*+-.^_`|~ only"
+        )
+    return name
 
 
 def check_mime_type(value: object) -> str:

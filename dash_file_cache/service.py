@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 import urllib.parse
 from collections.abc import Collection, Mapping
@@ -190,11 +189,21 @@ class ServiceData:
         """Register a remote http(s) file that the service streams through on request.
 
         ``headers`` are sent upstream (for example an ``Authorization`` header); the
-        browser only sees the type, length, range and file-name headers of the
-        upstream answer. Upstream errors are answered with 502. Redirects are
-        followed only to the same host, and ``remote_hosts`` (given to the service)
-        restricts which hosts may be registered at all.
+        browser's own headers are not, except ``Range``. The browser only sees the
+        type, length, range and file-name headers of the upstream answer. The file
+        is named after the URL's last path segment, else the upstream
+        ``Content-Disposition`` name, else ``file_name_fallback``.
+
+        Upstream errors are answered with 502, an upstream that does not answer
+        within the service's ``remote_timeout`` with 504. Redirects are followed
+        only to the same host or a host in ``remote_hosts`` (without the
+        ``Authorization`` and ``Cookie`` headers), and ``remote_hosts`` restricts
+        which hosts may be registered at all. Raises ``ValueError`` for a URL that
+        is not absolute http(s), has credentials in it or a bad port, and for
+        header names or values that HTTP cannot carry (such as CR or LF).
         """
+        from ._http import file_name_part
+
         parsed = urllib.parse.urlparse(url) if isinstance(url, str) else url
         if not isinstance(parsed, urllib.parse.ParseResult):
             raise TypeError(f"url must be a str or a ParseResult, not {type(url).__name__}")
@@ -202,26 +211,45 @@ class ServiceData:
             raise ValueError(
                 f"url must be an absolute http:// or https:// address, got {parsed.geturl()!r}"
             )
+        try:
+            _ = parsed.port  # parsed lazily: a malformed port only raises here
+        except ValueError as exc:
+            raise ValueError(f"url has an invalid port ({exc}), got {parsed.geturl()!r}") from None
+        if parsed.username is not None or parsed.password is not None:
+            raise ValueError(
+                "url must not contain credentials (user:password@host); send them with "
+                "headers={'Authorization': ...} instead"
+            )
         host = parsed.hostname.lower()
         if self.remote_hosts is not None and host not in self.remote_hosts:
             raise ValueError(
                 f"the host {host!r} is not in this service's remote_hosts; add it there to allow it"
             )
-        request_headers = {
-            _inputs.check_header_text("header name", str(k)): _inputs.check_header_text(
-                "header value", str(v)
+        if headers is not None and not isinstance(headers, Mapping):
+            raise TypeError(
+                f"headers must be a mapping of header names to values, not {type(headers).__name__}"
             )
-            for k, v in (headers or {}).items()
-        }
+        request_headers: dict[str, str] = {}
+        for raw_name, raw_value in (headers or {}).items():
+            name = _inputs.check_header_name(str(raw_name))
+            value = _inputs.check_header_text(f"header {name} value", str(raw_value))
+            try:
+                value.encode("latin-1")
+            except UnicodeEncodeError:
+                raise ValueError(
+                    f"header {name} value {value!r} has characters outside Latin-1, which "
+                    "HTTP cannot carry; percent-encode or base64-encode it"
+                ) from None
+            request_headers[name] = value
         fallback = _inputs.check_header_text("file_name_fallback", file_name_fallback)
         key = new_key()
-        name = os.path.basename(urllib.parse.unquote(parsed.path).replace("\\", "/"))
+        name = file_name_part(urllib.parse.unquote(parsed.path))
         entry = Entry(
             key=key,
             size=0,
             mime_type="application/octet-stream",
             content_type="",
-            file_name=_inputs.check_header_text("file name", name) if name else fallback,
+            file_name=name or fallback,
             created=time.time(),
             url=parsed.geturl(),
             url_headers=request_headers,
