@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import unicodedata
 import urllib.error
 import urllib.parse
@@ -46,6 +47,7 @@ _ACTIVE_TYPES = frozenset(
         "application/ecmascript",
     }
 )
+_ZERO_SUFFIX = re.compile(r"\s*bytes\s*=\s*-0+\s*")
 _EXPOSED = "Content-Disposition, Content-Length, Content-Range, Accept-Ranges, ETag"
 # Upstream headers that a remote entry passes on; nothing else from the upstream
 # server reaches the browser.
@@ -160,6 +162,9 @@ class _Answer:
             resp.headers["Content-Range"] = f"bytes */{entry.size}"
             resp.headers["Accept-Ranges"] = "bytes"
             return resp
+        if resp.status_code == 412:
+            body.close()
+            return self.error(412, "the file does not match If-Match")
         if resp.status_code != 200 or self.request.method != "GET":
             return resp
         if entry.one_time:
@@ -191,6 +196,9 @@ class _Answer:
         environ = dict(environ)
         if parsed is None or parsed.units != "bytes" or len(parsed.ranges) != 1:
             del environ["HTTP_RANGE"]
+        elif _ZERO_SUFFIX.fullmatch(header):
+            # "bytes=-0" asks for no byte at all: unsatisfiable (Werkzeug reads it as 0-).
+            environ["HTTP_RANGE"] = f"bytes={size}-"
         elif parsed.ranges[0][0] < -size:
             environ["HTTP_RANGE"] = "bytes=0-"
         return environ
@@ -339,6 +347,10 @@ def make_view(service: ServiceData) -> Callable[[], flask.Response]:
         answer = _Answer(service, request)
         if request.method == "OPTIONS":
             return answer.preflight()
+        if request.method not in ("GET", "HEAD"):
+            resp = answer.error(405, "only GET and HEAD are allowed here")
+            resp.headers["Allow"] = "GET, HEAD, OPTIONS"
+            return resp
         uid = request.args.get("uid")
         if not uid:
             return answer.error(400, "the address has no uid")

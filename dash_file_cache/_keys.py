@@ -16,7 +16,7 @@ def new_key() -> str:
 
 
 def is_valid_key(value: object) -> bool:
-    """Tell whether ``value`` has the exact shape of an id made by :func:`new_key`.
+    """Tell whether ``value`` has the exact shape of an id made by ``new_key``.
 
     Every id a client sends goes through this check before any backend sees it,
     so no client string can reach a file path, a SQL query or a Redis key.

@@ -65,7 +65,7 @@ class BufferReader(io.RawIOBase):
 
 
 def reader(buffer: bytes | bytearray | memoryview) -> BinaryIO:
-    """A fresh :class:`BufferReader` over ``buffer``, typed as a binary stream."""
+    """A fresh ``BufferReader`` over ``buffer``, typed as a binary stream."""
     return cast(BinaryIO, BufferReader(buffer))
 
 

@@ -48,7 +48,7 @@ class Entry:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Entry:
-        """Rebuild an entry written by :meth:`to_json`."""
+        """Rebuild an entry written by ``to_json``."""
         data: dict[str, Any] = json.loads(text)
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})

@@ -11,7 +11,7 @@ __all__ = [
 
 
 class EntryNotFound(KeyError):
-    """No entry is stored under this id (never registered, evicted, or expired)."""
+    """No entry is stored under this id, and the backend cannot tell whether one was."""
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "entry not found"

@@ -291,7 +291,7 @@ class ServiceData:
             route_prefix + self._service_name,
             endpoint=name,
             view_func=make_view(self),
-            methods=["GET", "HEAD", "OPTIONS"],
+            methods=["GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"],
             provide_automatic_options=False,
         )
         self._prefix = request_prefix

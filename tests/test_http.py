@@ -313,8 +313,32 @@ def test_empty_file_is_served_as_empty_200(served: Served) -> None:
     assert resp.headers["Content-Length"] == "0"
 
 
-def test_post_is_405(served: Served) -> None:
-    assert served.client.post(served.register()).status_code == 405
+@pytest.mark.parametrize("method", ["post", "put", "patch", "delete"])
+def test_other_methods_are_405(served: Served, method: str) -> None:
+    resp = getattr(served.client, method)(served.register())
+    assert resp.status_code == 405
+    assert resp.headers["Allow"] == "GET, HEAD, OPTIONS"
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_if_match_mismatch_is_412_without_the_body(served: Served) -> None:
+    resp = served.get(served.register(), headers={"If-Match": '"other"'})
+    assert resp.status_code == 412
+    assert resp.data == b"the file does not match If-Match\n"
+
+
+def test_if_match_with_current_etag_is_served(served: Served) -> None:
+    address = served.register()
+    etag = served.get(address).headers["ETag"]
+    resp = served.get(address, headers={"If-Match": etag})
+    assert resp.status_code == 200
+    assert resp.data == BODY
+
+
+def test_zero_length_suffix_is_416(served: Served) -> None:
+    resp = served.get(served.register(), headers={"Range": "bytes=-0"})
+    assert resp.status_code == 416
+    assert resp.headers["Content-Range"] == f"bytes */{len(BODY)}"
 
 
 # Headers --------------------------------------------------------------------------------

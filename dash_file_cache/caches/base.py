@@ -1,7 +1,7 @@
 """The backend contract that every cache implements.
 
-A backend stores :class:`~dash_file_cache.entry.Entry` records and their bodies
-under ids made by the service. Five methods make a backend:
+A backend stores ``Entry`` records and their bodies
+under ids made by the service. Six methods make a backend:
 
 ``put(entry, body)``
     Store ``body`` (``bytes``, or a binary stream read to its end) under
@@ -12,8 +12,8 @@ under ids made by the service. Five methods make a backend:
 ``get(key)``
     Return ``(entry, stream)``: a fresh, seekable, read-only binary stream of the
     body for every call (``None`` when the entry has no stored body). Raise
-    :class:`EntryGone` when the backend knows the entry existed and is gone,
-    :class:`EntryNotFound` otherwise.
+    ``EntryGone`` when the backend knows the entry existed and is gone,
+    ``EntryNotFound`` otherwise.
 ``delete(key, gone=True)``
     Remove the entry (idempotent) and, with ``gone``, remember the id as gone.
 ``claim(key)`` / ``release(key)``
@@ -45,7 +45,7 @@ Body = bytes | BinaryIO
 
 
 class CacheAbstract(abc.ABC):
-    """Base of every backend: implement the five methods described in the module."""
+    """Base of every backend: implement the six abstract methods described in the module."""
 
     @abc.abstractmethod
     def put(self, entry: Entry, body: Body | None) -> None:
@@ -65,7 +65,7 @@ class CacheAbstract(abc.ABC):
 
     @abc.abstractmethod
     def release(self, key: str) -> None:
-        """Undo :meth:`claim` after a transfer that did not complete."""
+        """Undo ``claim`` after a transfer that did not complete."""
 
     @abc.abstractmethod
     def keys(self) -> list[str]:
@@ -74,10 +74,10 @@ class CacheAbstract(abc.ABC):
     # Derived API --------------------------------------------------------------
 
     def open(self, key: str) -> tuple[Entry, BinaryIO | None]:
-        """Like :meth:`get`, but also opens entries served in place from a path.
+        """Like ``get``, but also opens entries served in place from a path.
 
         A path removed or replaced by a non-file since registration is reported as
-        :class:`EntryGone`. Remote (URL) entries come back with no stream.
+        ``EntryGone``. Remote (URL) entries come back with no stream.
         """
         entry, stream = self.get(key)
         if entry.path is None:
