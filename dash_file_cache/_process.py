@@ -1,24 +1,27 @@
 """Where are we running: the serving process, or a child started for a background job?
 
 Dash's ``DiskcacheManager`` runs each background callback in a child made by the
-``multiprocess`` package (a fork of :mod:`multiprocessing`); other code may use
-:mod:`multiprocessing` itself. Both packages are checked.
+``multiprocess`` package (a fork of ``multiprocessing``); other code may use
+``multiprocessing`` itself. Both packages are checked.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
 import threading
-from types import ModuleType
+from types import FrameType, ModuleType
+from typing import Any
 
 __all__ = [
-    "Counter",
+    "BuildSites",
     "in_child_process",
     "inherited_from_parent",
     "is_inheriting",
     "publish_for_children",
+    "withdraw_for_children",
 ]
 
 
@@ -56,45 +59,105 @@ def is_inheriting() -> bool:
     return False
 
 
-def publish_for_children(kind: str, index: int, value: str) -> None:
+def publish_for_children(kind: str, site: str, value: str) -> None:
     """Leave ``value`` in the environment that spawned children inherit.
 
     A spawned child re-imports the app's modules and so builds its own copy of
-    every module-level cache; the ``index``-th cache of ``kind`` built in the child
-    finds here what the same cache of its parent uses (a socket, a directory).
+    every module-level cache; the cache of ``kind`` built at ``site`` (see
+    ``BuildSites``) in the child finds here what the same cache of its parent
+    uses (a socket, a directory). Values published by an ancestor are kept: a
+    directory stays valid for every descendant.
     """
-    var = f"DASH_FILE_CACHE_{kind.upper()}"
+    with _environ_lock:
+        table = _table(kind)
+        table[site] = [os.getpid(), value]
+        os.environ[_variable(kind)] = json.dumps(table)
+
+
+def withdraw_for_children(kind: str, site: str, value: str) -> None:
+    """Undo ``publish_for_children`` once ``value`` is no longer valid.
+
+    Children started later then fail clearly instead of reaching a closed socket,
+    and the variable does not grow with every cache an app builds and drops.
+    """
+    with _environ_lock:
+        table = _table(kind)
+        if table.get(site) == [os.getpid(), value]:
+            del table[site]
+            os.environ[_variable(kind)] = json.dumps(table)
+
+
+def inherited_from_parent(kind: str, site: str) -> tuple[int, str] | None:
+    """Return ``(pid, value)`` published by ``publish_for_children`` in an ancestor."""
+    found = _table(kind).get(site)
+    if (
+        not isinstance(found, list)
+        or len(found) != 2
+        or not isinstance(found[0], int)
+        or not isinstance(found[1], str)
+        or found[0] == os.getpid()
+    ):
+        return None
+    return found[0], found[1]
+
+
+# Each kind is one table in one variable, read and rewritten whole.
+_environ_lock = threading.Lock()
+
+
+def _variable(kind: str) -> str:
+    return f"DASH_FILE_CACHE_{kind.upper()}"
+
+
+def _table(kind: str) -> dict[str, Any]:
     try:
-        table = json.loads(os.environ.get(var, "{}"))
+        table = json.loads(os.environ.get(_variable(kind), "{}"))
     except ValueError:
-        table = {}
-    if not isinstance(table, dict) or table.get("pid") != os.getpid():
-        table = {"pid": os.getpid(), "values": {}}
-    table["values"][str(index)] = value
-    os.environ[var] = json.dumps(table)
+        return {}
+    return table if isinstance(table, dict) else {}
 
 
-def inherited_from_parent(kind: str, index: int) -> tuple[int, str] | None:
-    """Return ``(parent pid, value)`` published by :func:`publish_for_children`."""
-    try:
-        table = json.loads(os.environ.get(f"DASH_FILE_CACHE_{kind.upper()}", "{}"))
-        pid = int(table["pid"])
-        value = table["values"][str(index)]
-    except (ValueError, KeyError, TypeError):
-        return None
-    if pid == os.getpid() or not isinstance(value, str):
-        return None
-    return pid, value
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
-class Counter:
-    """Numbers the caches of one kind in construction order, per process."""
+def _build_site() -> str:
+    """The app code that is building an object, up to the module-level statement.
+
+    Each frame outside this package, from the innermost to the first that runs a
+    module's top level, as ``file:line``. A spawned child re-importing that module
+    runs the same statements, so it reaches the same site; the order in which
+    modules are imported does not matter, unlike a plain count would.
+    """
+    frame: FrameType | None = sys._getframe(1)
+    parts: list[str] = []
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not filename.startswith(_PACKAGE_DIR):
+            if not filename.startswith("<"):
+                filename = os.path.abspath(filename)
+            parts.append(f"{filename}:{frame.f_lineno}")
+            if frame.f_code.co_name == "<module>":
+                break
+        frame = frame.f_back
+    return " < ".join(parts)
+
+
+class BuildSites:
+    """Names the objects of one kind by where the app built them, per process.
+
+    The name digests the build site and how many objects that site has built so
+    far in this process, so that caches made in a loop are matched one by one. A
+    digest keeps the environment variable small: Linux refuses to start a process
+    whose single environment string exceeds 128 KiB.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._value = 0
+        self._seen: dict[str, int] = {}
 
-    def next(self) -> int:
+    def name(self) -> str:
+        site = _build_site()
         with self._lock:
-            self._value += 1
-            return self._value
+            count = self._seen.get(site, 0) + 1
+            self._seen[site] = count
+        return hashlib.blake2b(f"{site} #{count}".encode(), digest_size=12).hexdigest()

@@ -23,16 +23,18 @@ import queue
 import shutil
 import tempfile
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from multiprocessing.connection import Client, Connection, Listener
-from typing import Any, BinaryIO, Union
+from typing import Any, BinaryIO, Union, cast
 
 from .._process import (
-    Counter,
+    BuildSites,
     in_child_process,
     inherited_from_parent,
     publish_for_children,
+    withdraw_for_children,
 )
 from ..entry import Entry
 from ..errors import BackendUnavailable, CacheProcessError
@@ -42,7 +44,7 @@ from .memory import CachePlain
 __all__ = ["CacheQueue"]
 
 _CHUNK = 1 << 20
-_counter = Counter()
+_sites = BuildSites()
 _instances: weakref.WeakSet[CacheQueue] = weakref.WeakSet()
 
 QueueLike = Union["queue.Queue[Any]", Any]
@@ -51,22 +53,31 @@ QueueLike = Union["queue.Queue[Any]", Any]
 class _Server:
     """The listening side, living in the serving process."""
 
-    def __init__(self, cache: CacheQueue) -> None:
+    def __init__(self, cache: CacheQueue, site: str) -> None:
         self.pid = os.getpid()
+        self.site = site
         self.directory = tempfile.mkdtemp(prefix="dash-file-cache-queue-")
         self.address = os.path.join(self.directory, "socket")
         self._listener = Listener(self.address, family="AF_UNIX")
         self._cache_ref = weakref.ref(cache)
+        self._closed = False
         self._thread = threading.Thread(
             target=self._accept_loop, name="dash-file-cache-queue", daemon=True
         )
         self._thread.start()
         self._finalizer = weakref.finalize(cache, self.close)
         atexit.register(self.close)
+        publish_for_children("queues", site, self.address)
 
     def close(self) -> None:
-        if os.getpid() != self.pid:
+        if os.getpid() != self.pid or self._closed:
             return
+        self._closed = True
+        withdraw_for_children("queues", self.site, self.address)
+        # Closing a socket does not wake a thread blocked in accept() on it: connect
+        # once, so that the accept loop sees the flag and ends instead of leaking.
+        with contextlib.suppress(OSError):
+            Client(self.address, family="AF_UNIX").close()
         with contextlib.suppress(OSError):
             self._listener.close()
         shutil.rmtree(self.directory, ignore_errors=True)
@@ -76,6 +87,9 @@ class _Server:
             try:
                 conn = self._listener.accept()
             except OSError:
+                return
+            if self._closed:
+                conn.close()
                 return
             threading.Thread(
                 target=self._serve, args=(conn,), name="dash-file-cache-queue-conn", daemon=True
@@ -93,7 +107,8 @@ class _Server:
                 else:
                     entry = Entry.from_json(header["entry"])
                     data = _receive_body(conn, entry.size) if header["body"] else b""
-                    cache._store(entry, data)
+                    # The buffer is never written again: it stands as the entry's body.
+                    cache.put(entry, cast(bytes, data))
                 conn.send_bytes(b"ok")
             except (EOFError, OSError):
                 return
@@ -121,7 +136,7 @@ def _receive_body(conn: Connection, size: int) -> bytearray:
 class CacheQueue(CachePlain):
     """An in-process LRU cache that background-callback child processes can fill.
 
-    Use it exactly like :class:`CachePlain`; ``register()`` also works inside a Dash
+    Use it exactly like ``CachePlain``; ``register()`` also works inside a Dash
     background callback run by ``DiskcacheManager`` (``fork`` or ``spawn``), with no
     queue, manager or mirror to set up. ``qobj`` (a queue, or a callable returning
     one) is accepted for code written for dash-file-cache 0.2.0; entries do not need
@@ -129,16 +144,22 @@ class CacheQueue(CachePlain):
     """
 
     def __init__(
-        self, cache_size: int, qobj: QueueLike | Callable[[], QueueLike] | None = None
+        self,
+        cache_size: int,
+        qobj: QueueLike | Callable[[], QueueLike] | None = None,
+        *,
+        max_bytes: int | None = None,
+        ttl: float | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        super().__init__(cache_size)
+        super().__init__(cache_size, max_bytes=max_bytes, ttl=ttl, clock=clock)
         self._qobj = qobj
-        self._index = _counter.next()
+        self._site = _sites.name()
         self._server: _Server | None = None
         self._address: str | None = None
         self._server_pid: int | None = None
         if self._copied_into_child:
-            found = inherited_from_parent("queues", self._index)
+            found = inherited_from_parent("queues", self._site)
             if found is not None:
                 self._server_pid, self._address = found
         else:
@@ -149,14 +170,18 @@ class CacheQueue(CachePlain):
         self._ensure_server()
         return {
             "cache_size": self._cache_size,
+            "max_bytes": self.bounds.max_bytes,
+            "ttl": self.bounds.ttl,
             "address": self._address,
             "server_pid": self._server_pid,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        CachePlain.__init__(self, state["cache_size"])
+        CachePlain.__init__(
+            self, state["cache_size"], max_bytes=state["max_bytes"], ttl=state["ttl"]
+        )
         self._qobj = None
-        self._index = 0
+        self._site = ""
         self._server = None
         self._address = state["address"]
         self._server_pid = state["server_pid"]
@@ -189,10 +214,9 @@ class CacheQueue(CachePlain):
         with self._lock:
             if self._server_pid == os.getpid():
                 return
-            self._server = _Server(self)
+            self._server = _Server(self, self._site)
             self._address = self._server.address
             self._server_pid = os.getpid()
-            publish_for_children("queues", self._index, self._address)
 
     def _send(self, header: dict[str, Any], body: Body | None = None) -> None:
         if self._address is None:
@@ -228,11 +252,11 @@ class CacheQueue(CachePlain):
         self._ensure_server()
         super().put(entry, body)
 
-    def delete(self, key: str, gone: bool = True) -> bool:
+    def delete(self, key: str, gone: bool = True, reason: str = "deleted") -> bool:
         if self._is_client():
             self._send({"op": "delete", "key": key})
             return True
-        return super().delete(key, gone)
+        return super().delete(key, gone, reason)
 
 
 def _send_body(conn: Connection, body: Body) -> None:
