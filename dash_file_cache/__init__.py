@@ -2,7 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .caches import CacheAbstract, CacheFile, CachePlain, CacheQueue
+from .caches import Bounds, CacheAbstract, CacheFile, CachePlain, CacheQueue, CacheRedis
 from .entry import Entry
 from .errors import BackendUnavailable, CacheProcessError, EntryGone, EntryNotFound
 from .service import ServiceData
@@ -14,11 +14,13 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "BackendUnavailable",
+    "Bounds",
     "CacheAbstract",
     "CacheFile",
     "CachePlain",
     "CacheProcessError",
     "CacheQueue",
+    "CacheRedis",
     "Entry",
     "EntryGone",
     "EntryNotFound",

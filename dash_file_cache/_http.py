@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import unicodedata
 import urllib.error
@@ -15,9 +16,11 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import flask
 from werkzeug.datastructures import Headers
 from werkzeug.exceptions import RequestedRangeNotSatisfiable
-from werkzeug.http import parse_range_header
+from werkzeug.http import http_date, parse_range_header, quote_etag
 
 from ._keys import is_valid_key
+from ._lazy import ProducingIterator, wait_for_body
+from ._session import matches as session_matches
 from ._streams import BodyIterator
 from .entry import Entry
 from .errors import BackendUnavailable, EntryGone, EntryNotFound
@@ -28,6 +31,9 @@ if TYPE_CHECKING:
 __all__ = ["make_view"]
 
 log = logging.getLogger("dash_file_cache")
+
+# How long a request for a lazy entry waits for a producer running elsewhere.
+LAZY_WAIT_SECONDS = 30.0
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"", "0", "false", "no", "off"})
@@ -47,11 +53,23 @@ _ACTIVE_TYPES = frozenset(
         "application/ecmascript",
     }
 )
+# Request headers that make an answer depend on more than the entry itself.
+_CONDITIONAL = (
+    "HTTP_RANGE",
+    "HTTP_IF_MATCH",
+    "HTTP_IF_NONE_MATCH",
+    "HTTP_IF_MODIFIED_SINCE",
+    "HTTP_IF_UNMODIFIED_SINCE",
+    "HTTP_IF_RANGE",
+)
 _ZERO_SUFFIX = re.compile(r"\s*bytes\s*=\s*-0+\s*")
 _EXPOSED = "Content-Disposition, Content-Length, Content-Range, Accept-Ranges, ETag"
 # Upstream headers that a remote entry passes on; nothing else from the upstream
 # server reaches the browser.
 _UPSTREAM_HEADERS = ("Content-Type", "Content-Length", "Content-Range", "Accept-Ranges")
+# Conditions that a front server would evaluate against its own validators: an
+# answer to a request with any of them is never offloaded.
+_PRECONDITIONS = ("HTTP_IF_MATCH", "HTTP_IF_UNMODIFIED_SINCE", "HTTP_IF_RANGE")
 # RFC 5987 attr-char, left unescaped in filename*.
 _ATTR_CHARS = "!#$&+-.^_`|~"
 
@@ -146,16 +164,23 @@ class _Answer:
         self.common(headers)
 
     def file(self, entry: Entry, stream: BinaryIO, download: bool) -> flask.Response:
-        resp = flask.Response(content_type=entry.content_type, direct_passthrough=True)
         body = BodyIterator(stream, entry.size, self.service.chunk_bytes)
-        resp.response = body
-        resp.headers["Content-Length"] = str(entry.size)
-        resp.set_etag(entry.etag)
-        resp.last_modified = entry.created  # type: ignore[assignment]
+        resp = flask.Response(body, content_type=entry.content_type, direct_passthrough=True)
+        headers = resp.headers
+        headers["Content-Length"] = str(entry.size)
+        headers["ETag"] = quote_etag(entry.etag)
+        headers["Last-Modified"] = http_date(entry.created)
         self.describe(resp, entry, download)
-        environ = self._environ_for_ranges(entry.size)
+        environ = self.request.environ
         try:
-            resp.make_conditional(environ, accept_ranges=True, complete_length=entry.size)
+            if any(name in environ for name in _CONDITIONAL):
+                environ = self._environ_for_ranges(entry.size)
+                resp.make_conditional(environ, accept_ranges=True, complete_length=entry.size)
+            else:
+                # Nothing to evaluate: skip Werkzeug's conditional machinery, which
+                # costs a third of the view's time for a small file.
+                headers["Accept-Ranges"] = "bytes"
+                headers["Date"] = http_date()
         except RequestedRangeNotSatisfiable:
             body.close()
             resp = self.error(416, "the requested range is outside the file")
@@ -165,6 +190,10 @@ class _Answer:
         if resp.status_code == 412:
             body.close()
             return self.error(412, "the file does not match If-Match")
+        target = self._offload_target(entry, stream, resp.status_code)
+        if target is not None:
+            body.close()
+            return self._offloaded(resp, target)
         if resp.status_code != 200 or self.request.method != "GET":
             return resp
         if entry.one_time:
@@ -175,9 +204,57 @@ class _Answer:
             body._on_close = _consume_or_release(cache, entry.key)
             return resp
         wrapper = self.request.environ.get("wsgi.file_wrapper")
-        if wrapper is not None and hasattr(stream, "fileno"):
+        if wrapper is not None and _has_file_descriptor(stream):
             # Let the server send the file itself (sendfile where it can).
             resp.response = wrapper(stream, self.service.chunk_bytes)
+        return resp
+
+    def _offload_target(self, entry: Entry, stream: BinaryIO, status: int) -> str | None:
+        """The header value that hands this answer to the front server, or ``None``.
+
+        Only whole-file and single-range GET answers are handed over: the front
+        server would evaluate If-Match, If-Unmodified-Since and If-Range against
+        its own validators, and a one-time entry must be consumed only once the
+        app knows that its body was sent whole.
+        """
+        service = self.service
+        environ = self.request.environ
+        if (
+            service.offload is None
+            or status not in (200, 206)
+            or self.request.method != "GET"
+            or entry.one_time
+            or any(name in environ for name in _PRECONDITIONS)
+        ):
+            return None
+        if "HTTP_RANGE" in environ and status != 206:
+            # The app ignored a Range it cannot parse or a multi-range; the front
+            # server might answer those differently.
+            return None
+        if entry.path is not None:
+            roots: tuple[str, ...] = service.offload_roots
+        else:
+            directory = getattr(service.cache, "directory", None)
+            roots = (os.path.realpath(directory),) if isinstance(directory, str) else ()
+        path = offload_path(stream, roots)
+        if path is None:
+            return None
+        if service.offload == "x-accel-redirect":
+            return service.offload_prefix + urllib.parse.quote(path.lstrip("/"), safe="/")
+        return urllib.parse.quote(path, safe="/")
+
+    def _offloaded(self, resp: flask.Response, target: str) -> flask.Response:
+        header = "X-Accel-Redirect" if self.service.offload == "x-accel-redirect" else "X-Sendfile"
+        if header == "X-Accel-Redirect" and resp.status_code == 200:
+            # nginx passes the app's Accept-Ranges on and adds its own to a 200
+            # (not to a 206).
+            resp.headers.pop("Accept-Ranges", None)
+        # The front server sends the file, its length and, for a range, the 206.
+        resp.status_code = 200
+        resp.response = []
+        for name in ("Content-Length", "Content-Range"):
+            resp.headers.pop(name, None)
+        resp.headers[header] = target
         return resp
 
     def _environ_for_ranges(self, size: int) -> dict[str, Any]:
@@ -202,6 +279,28 @@ class _Answer:
         elif parsed.ranges[0][0] < -size:
             environ["HTTP_RANGE"] = "bytes=0-"
         return environ
+
+    def lazy(self, entry: Entry, download: bool) -> flask.Response:
+        """Run a lazy producer for the first request, or wait for the one running."""
+        producer = self.service.take_producer(entry.key)
+        cache = self.service.cache
+        if producer is None:
+            found = wait_for_body(cache, entry.key, LAZY_WAIT_SECONDS)
+            if found is None:
+                return self.error(503, "this file is still being produced, try again later")
+            ready, stream = found
+            if stream is None:
+                raise EntryNotFound(entry.key)
+            return self.file(ready, stream, download)
+        resp = flask.Response(
+            ProducingIterator(cache, entry, producer),
+            content_type=entry.content_type,
+            direct_passthrough=True,
+        )
+        self.describe(resp, entry, download)
+        # The first answer has no length, ETag or ranges yet: later ones will.
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
 
     def remote(self, entry: Entry, download: bool) -> flask.Response:
         import http.client
@@ -256,11 +355,44 @@ class _Answer:
         return resp
 
 
+def offload_path(stream: BinaryIO, roots: tuple[str, ...]) -> str | None:
+    """The real path of the file open as ``stream`` if it lies under one of ``roots``.
+
+    The path comes from the server's own open file, never from the request, and
+    must still name that very file (same device and inode), so that a symlink or
+    a rename cannot make the front server send another one.
+    """
+    name = getattr(stream, "name", None)
+    fileno = getattr(stream, "fileno", None)
+    if not roots or not isinstance(name, str) or fileno is None:
+        return None
+    try:
+        path = os.path.realpath(name)
+        opened, found = os.fstat(fileno()), os.stat(path)
+    except (OSError, ValueError):
+        return None
+    if (opened.st_dev, opened.st_ino) != (found.st_dev, found.st_ino):
+        return None
+    for root in roots:
+        if path.startswith(root.rstrip("/") + "/"):
+            return path
+    return None
+
+
+def _has_file_descriptor(stream: BinaryIO) -> bool:
+    """Tell whether ``stream`` is a real file (which a server can sendfile)."""
+    try:
+        stream.fileno()
+    except (OSError, ValueError, AttributeError):
+        return False
+    return True
+
+
 def _consume_or_release(cache: Any, key: str) -> Callable[[bool], None]:
     def done(complete: bool) -> None:
         try:
             if complete:
-                cache.delete(key, gone=True)
+                cache.consume(key)
             else:
                 cache.release(key)
         except Exception:  # the response is already sent; keep the server healthy
@@ -359,20 +491,36 @@ def make_view(service: ServiceData) -> Callable[[], flask.Response]:
         download = parse_flag(request.args.get("download"))
         if download is None:
             return answer.error(400, "download must be true/1/yes or false/0/no")
+        cache = service.cache
         try:
-            entry, stream = service.cache.open(uid)
+            entry, stream = cache.open(uid)
+            if entry.scope == "session" and not session_matches(request, entry.session):
+                # Another browser's entry looks exactly like an unknown one.
+                if stream is not None:
+                    stream.close()
+                raise EntryNotFound(uid)
+            if entry.lazy:
+                resp = answer.lazy(entry, download)
+            elif entry.url is not None:
+                resp = answer.remote(entry, download)
+            elif stream is None:
+                raise EntryNotFound(uid)
+            else:
+                resp = answer.file(entry, stream, download)
+            if resp.status_code in (200, 206) and request.method == "GET":
+                offloaded = "X-Accel-Redirect" in resp.headers or "X-Sendfile" in resp.headers
+                sent = entry.size if offloaded and resp.status_code == 200 else resp.content_length
+                cache.hit(uid, sent or 0)
+            return resp
         except EntryGone:
+            cache.record("misses")
             return answer.error(410, "this file is gone (already downloaded, expired or removed)")
         except EntryNotFound:
+            cache.record("misses")
             return answer.error(404, "no file is registered at this address")
         except (BackendUnavailable, OSError) as exc:
             log.error("cache backend failed while serving %s: %s", uid, exc)
             return answer.error(503, "the file cache is unavailable, try again later")
-        if entry.url is not None:
-            return answer.remote(entry, download)
-        if stream is None:
-            return answer.error(404, "no file is registered at this address")
-        return answer.file(entry, stream, download)
 
     view.__name__ = "dash_file_cache_view"
     return view

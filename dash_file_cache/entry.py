@@ -15,9 +15,13 @@ class Entry:
     """A frozen record describing one registered file.
 
     An entry has exactly one source: a body stored by the backend (the usual case),
-    a ``path`` served in place, or a remote ``url`` streamed through the service.
-    ``size`` counts bytes; for a path it is the size seen at registration time and
-    the size of the file at request time is what gets served.
+    a ``path`` served in place, or a remote ``url`` streamed through the service;
+    a ``lazy`` entry has no body until its producer first ran. ``size`` counts
+    bytes; for a path it is the size seen at registration time and the size of the
+    file at request time is what gets served. ``expires`` is a ``time.time()``
+    instant. ``name`` is the stable name the entry was registered under, if any;
+    ``scope`` is ``"app"`` (anyone with the address) or ``"session"`` (only the
+    browser whose session token hashes to ``session``).
     """
 
     key: str
@@ -32,6 +36,10 @@ class Entry:
     url: str | None = None
     url_headers: dict[str, str] = field(default_factory=dict)
     etag: str = ""
+    name: str = ""
+    scope: str = "app"
+    session: str = ""
+    lazy: bool = False
 
     @property
     def kind(self) -> str:

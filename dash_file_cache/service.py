@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import os
 import time
 import urllib.parse
-from collections.abc import Collection, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Collection, Mapping
+from typing import TYPE_CHECKING, Any, ParamSpec
 
 from . import _inputs
 from ._keys import new_key
+from ._lazy import Producers, is_producer
+from ._process import in_child_process
+from ._session import current_session
+from ._session import install as install_session
 from .caches.base import CacheAbstract
 from .entry import Entry
+from .errors import CacheProcessError
+from .memoize import Memoized
 
 if TYPE_CHECKING:
     import flask
 
 __all__ = ["ServiceData"]
+
+P = ParamSpec("P")
 
 
 def _as_flask(app: Any) -> flask.Flask:
@@ -44,6 +53,20 @@ class ServiceData:
     entries at ``register()``. Active content (HTML, SVG, XML, JavaScript) is sent
     with ``Content-Security-Policy: sandbox`` so that a registered file cannot run
     script on the app's origin; ``allow_active_content=True`` turns that off.
+
+    ``offload`` hands the sending of files to the web server in front of the app:
+    ``"x-accel-redirect"`` (nginx) or ``"x-sendfile"`` (Apache mod_xsendfile). The
+    view still checks the id, the conditions and the range and sets every header,
+    then answers with an empty body and the header that names the file; the front
+    server sends the bytes. Only entries that live in a file under an allowed
+    directory are offloaded: ``CacheFile`` bodies (under the cache directory) and
+    paths under one of ``offload_roots``. For nginx the internal address is
+    ``offload_prefix`` followed by the percent-encoded absolute path of the file,
+    which an ``internal`` location maps back to the file. One-time entries, HEAD
+    requests and requests with ``If-Match``, ``If-Unmodified-Since`` or ``If-Range``
+    are always served by the app, so that every answer is exactly the one it gives
+    without offload. Without such a front server the offload answers are empty:
+    turn it on only behind one.
     """
 
     def __init__(
@@ -57,6 +80,9 @@ class ServiceData:
         allow_active_content: bool = False,
         remote_hosts: Collection[str] | None = None,
         remote_timeout: float = 30.0,
+        offload: str | None = None,
+        offload_prefix: str = "/_dfc_internal/",
+        offload_roots: Collection[str | os.PathLike[str]] = (),
     ) -> None:
         if not isinstance(cache, CacheAbstract):
             raise TypeError(
@@ -81,10 +107,29 @@ class ServiceData:
             None if remote_hosts is None else frozenset(h.lower() for h in remote_hosts)
         )
         self.remote_timeout = float(remote_timeout)
+        self.offload = _check_offload(offload)
+        self.offload_prefix = _check_offload_prefix(offload_prefix)
+        if isinstance(offload_roots, (str, os.PathLike)):
+            raise TypeError(
+                "offload_roots must be a collection of directories, such as "
+                f"[{os.fspath(offload_roots)!r}], not a single path"
+            )
+        self.offload_roots = tuple(os.path.realpath(os.fspath(root)) for root in offload_roots)
         self._prefix = ""
+        self._producers = Producers()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._service_name!r} cache={self._cache!r}>"
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Lazy producers run only in the process that registered them.
+        state = dict(self.__dict__)
+        del state["_producers"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._producers = Producers()
 
     @property
     def cache(self) -> CacheAbstract:
@@ -127,57 +172,94 @@ class ServiceData:
         mime_type: str = "",
         one_time_service: bool = False,
         download: bool = False,
+        *,
+        ttl: float | None = None,
+        key: str | None = None,
+        scope: str = "app",
     ) -> str:
         """Store a file and return the address that serves it.
 
         ``fobj`` is a path (``str`` or ``os.PathLike``, served in place, and it must be
         a regular file now), ``bytes``, ``io.BytesIO``, ``io.StringIO`` (sent as UTF-8),
         or any readable binary file object. In-memory inputs are copied, so changing
-        or closing them afterwards does not change what is served.
+        or closing them afterwards does not change what is served. A generator, or a
+        callable returning an iterable of bytes, is a lazy producer: it runs when the
+        address is first fetched, in this process, and its output is then cached.
 
         ``mime_type`` is guessed from ``file_name`` (or the path) when empty, falling
         back to ``application/octet-stream``; ``content_type`` defaults to it. With
         ``one_time_service`` the entry is deleted once a complete download was sent.
         With ``download`` the address makes the browser save the file as
         ``file_name`` (derived from the path, or the id plus an extension).
+
+        ``ttl`` (seconds) overrides the cache's default lifetime for this entry.
+        ``key`` stores the entry under a stable name: registering the same name
+        again replaces the body and keeps the address. ``scope="session"`` serves
+        the entry only to the browser session that registered it (see the docs on
+        sessions); ``"app"`` (the default) serves it to anyone with the address.
         """
         file_name = _inputs.check_header_text("file_name", file_name)
         mime_type = _inputs.check_mime_type(mime_type)
         content_type = _inputs.check_content_type(content_type)
-        source = _inputs.read_source(fobj)
+        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float)):
+            raise TypeError(f"ttl must be a number of seconds or None, not {type(ttl).__name__}")
+        if ttl is not None and ttl <= 0:
+            raise ValueError(f"ttl must be positive, got {ttl}")
+        if scope not in ("app", "session"):
+            raise ValueError(f'scope must be "app" or "session", got {scope!r}')
+        name = _check_entry_name(key)
+        session = current_session() if scope == "session" else ""
+        lazy = is_producer(fobj)
+        if lazy and in_child_process():
+            raise CacheProcessError(
+                "a lazy producer runs in the process that registered it, and this is a "
+                "child process (such as a background callback) that will not serve the "
+                "address; produce the bytes here and register them instead"
+            )
+        source = _inputs.Source(body=None, size=0) if lazy else _inputs.read_source(fobj)
         try:
             if self.max_entry_bytes is not None and source.size > self.max_entry_bytes:
                 raise ValueError(
                     f"the file is {source.size} bytes, more than max_entry_bytes="
                     f"{self.max_entry_bytes}; register a smaller file or raise the limit"
                 )
-            key = new_key()
-            name = file_name or source.default_name
+            uid = (self._cache.find(name) if name else None) or new_key()
+            shown = file_name or source.default_name
             mime = mime_type or (
-                _inputs.guess_mime_type(name) if name else "application/octet-stream"
+                _inputs.guess_mime_type(shown) if shown else "application/octet-stream"
             )
-            if not name:
-                name = key + _inputs.guess_extension(mime)
+            if not shown:
+                shown = uid + _inputs.guess_extension(mime)
             ctype = content_type or mime
             if source.text and ctype.startswith("text/") and "charset" not in ctype:
                 ctype += "; charset=utf-8"
+            now = self._cache.bounds.clock()
             entry = Entry(
-                key=key,
+                key=uid,
                 size=source.size,
                 mime_type=mime,
                 content_type=ctype,
-                file_name=name,
-                created=time.time(),
+                file_name=shown,
+                created=now,
                 one_time=bool(one_time_service),
+                expires=None if ttl is None else now + ttl,
                 path=source.path,
                 etag=new_key(),
+                name=name,
+                scope=scope,
+                session=session,
+                lazy=lazy,
             )
+            if lazy:
+                self._producers.add(uid, fobj)
+            else:
+                self._producers.discard(uid)
             self._cache.put(entry, source.body)
         finally:
             close = getattr(source.body, "close", None)
             if close is not None:
                 close()
-        return self.address(key, download=download)
+        return self.address(uid, download=download)
 
     def register_request(
         self,
@@ -295,8 +377,124 @@ class ServiceData:
             provide_automatic_options=False,
         )
         self._prefix = request_prefix
+        install_session(server)
 
     init_app = serve
+
+    # Management -------------------------------------------------------------------
+
+    def info(self, uid: str) -> dict[str, Any]:
+        """Metadata of a live entry: id, name, size, types, file name, scope, times, hits.
+
+        Raises ``EntryNotFound`` (``EntryGone`` when known to be gone).
+        """
+        entry = self._cache.info(uid)
+        return _describe(entry, self._cache.hits(uid))
+
+    def entries(self, prefix: str | None = None) -> list[dict[str, Any]]:
+        """Metadata of every live entry, or of those whose name starts with ``prefix``."""
+        found = self._cache.entries() if prefix is None else self._cache.named(prefix)
+        return [_describe(e, self._cache.hits(e.key)) for e in found]
+
+    def delete(self, uid: str) -> bool:
+        """Delete an entry; its address answers 410 from then on."""
+        self._producers.discard(uid)
+        return self._cache.delete(uid)
+
+    def clear(self) -> int:
+        """Delete every entry; return how many there were."""
+        return self._cache.clear()
+
+    def stats(self) -> dict[str, Any]:
+        """Entries, bytes, hits, misses, bytes served and evictions by reason."""
+        return self._cache.stats()
+
+    def memoize(
+        self,
+        ttl: float | None = None,
+        max_entries: int | None = None,
+        mime_type: str = "",
+        version: str = "",
+        *,
+        file_name: str = "",
+        content_type: str = "",
+        download: bool = False,
+        scope: str = "app",
+    ) -> Callable[[Callable[P, Any]], Memoized[P]]:
+        """Decorate a function that makes a file, so that it returns an address.
+
+        The function returns anything ``register()`` accepts. Calls with the same
+        arguments (keyword order does not matter) return the same address without
+        calling the function again while the entry lives; concurrent calls with the
+        same arguments run it once, across every process that shares the cache
+        (``CacheFile``, ``CacheRedis``). A new ``version``, or a change to the
+        function's code, starts afresh. ``max_entries`` keeps only the most recent
+        results of the function.
+        """
+        options = {
+            "file_name": file_name,
+            "content_type": content_type,
+            "mime_type": mime_type,
+            "download": download,
+            "scope": scope,
+        }
+
+        def decorate(func: Callable[P, Any]) -> Memoized[P]:
+            return Memoized(
+                self,
+                func,
+                ttl=ttl,
+                max_entries=max_entries,
+                version=version,
+                register_options=options,
+            )
+
+        return decorate
+
+    def take_producer(self, uid: str) -> Any:
+        """The lazy producer of ``uid`` if this process holds it (taken once)."""
+        return self._producers.take(uid)
+
+
+def _describe(entry: Entry, hits: int) -> dict[str, Any]:
+    return {
+        "id": entry.key,
+        "name": entry.name,
+        "kind": entry.kind if not entry.lazy else "lazy",
+        "size": entry.size,
+        "mime_type": entry.mime_type,
+        "content_type": entry.content_type,
+        "file_name": entry.file_name,
+        "scope": entry.scope,
+        "one_time": entry.one_time,
+        "created": entry.created,
+        "expires": entry.expires,
+        "hits": hits,
+    }
+
+
+_OFFLOAD_MODES = ("x-accel-redirect", "x-sendfile")
+
+
+def _check_offload(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or value.lower() not in _OFFLOAD_MODES:
+        raise ValueError(
+            f"offload must be None, 'x-accel-redirect' (nginx) or 'x-sendfile' (Apache), "
+            f"got {value!r}"
+        )
+    return value.lower()
+
+
+def _check_offload_prefix(value: object) -> str:
+    prefix = _inputs.check_header_text("offload_prefix", value)
+    if not prefix.startswith("/") or not prefix.endswith("/") or any(c in prefix for c in "?#%"):
+        raise ValueError(
+            "offload_prefix must be a path that starts and ends with '/', without '?', "
+            f"'#' or '%', such as '/_dfc_internal/', got {value!r}"
+        )
+    return prefix
 
 
 def _check_service_name(value: object) -> str:
@@ -304,3 +502,12 @@ def _check_service_name(value: object) -> str:
     if not name.startswith("/") or "?" in name or "#" in name or name.rstrip("/") == "":
         raise ValueError(f"service_name must be a path such as '/cached-data', got {value!r}")
     return name.rstrip("/")
+
+
+def _check_entry_name(value: object) -> str:
+    if value is None:
+        return ""
+    name = _inputs.check_header_text("key", value)
+    if not name or len(name) > 512:
+        raise ValueError(f"key must be a non-empty name of at most 512 characters, got {value!r}")
+    return name

@@ -2,6 +2,7 @@
 
 Configured by environment variables: ``DFC_BACKEND`` (plain, queue, file) and
 ``DFC_CACHE_DIR`` (for file).
+``DFC_BACKEND=redis`` uses ``DFC_REDIS_URL`` and ``DFC_REDIS_NAMESPACE``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ def make_cache() -> dfc.CacheAbstract:
         return dfc.CachePlain(1000)
     if backend == "queue":
         return dfc.CacheQueue(1000)
+    if backend == "redis":
+        return dfc.CacheRedis(
+            os.environ["DFC_REDIS_URL"],
+            namespace=os.environ.get("DFC_REDIS_NAMESPACE", "dash-file-cache"),
+        )
     return dfc.CacheFile(os.environ["DFC_CACHE_DIR"])
 
 

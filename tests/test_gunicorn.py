@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 import requests
+from redis_server import NAMESPACE as REDIS_NAMESPACE
+from redis_server import redis_url  # noqa: F401 - fixture
 from servers import gunicorn, pattern
 
 pytestmark = pytest.mark.slow
@@ -151,3 +153,47 @@ def test_file_cache_shared_by_four_workers(tmp_path: Path) -> None:
                 pids.add(requests.get(base + "/health", timeout=10).text)
         assert misses == 0
         assert len(pids) > 1, "the requests should have reached several workers"
+
+
+def register_then_get(base: str, count: int) -> tuple[int, set[str]]:
+    """``count`` register-then-GET pairs; the misses and the worker pids seen."""
+    misses = 0
+    pids: set[str] = set()
+    with requests.Session() as session:
+        for i in range(count):
+            size = 1000 + (i * 37) % 7000
+            address = register(base, size=size, seed=i % 200)
+            resp = session.get(address, timeout=30)
+            if resp.status_code != 200 or resp.content != pattern(size, seed=i % 200):
+                misses += 1
+            if i % 5 == 0:
+                pids.add(session.get(base + "/health", timeout=10).text)
+    return misses, pids
+
+
+def test_redis_cache_shared_by_four_workers(redis_url: str) -> None:
+    env = {
+        "DFC_BACKEND": "redis",
+        "DFC_REDIS_URL": redis_url,
+        "DFC_REDIS_NAMESPACE": REDIS_NAMESPACE,
+    }
+    with gunicorn("live_app:app", "--workers", "4", env=env) as base:
+        misses, pids = register_then_get(base, 200)
+    assert misses == 0
+    assert len(pids) > 1, "the requests should have reached several workers"
+
+
+@pytest.mark.parametrize("backend", ["file", "redis"])
+def test_no_misses_while_workers_are_recycled(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    env = {"DFC_BACKEND": backend, "DFC_CACHE_DIR": str(tmp_path / "shared")}
+    if backend == "redis":
+        env["DFC_REDIS_URL"] = request.getfixturevalue("redis_url")
+        env["DFC_REDIS_NAMESPACE"] = REDIS_NAMESPACE
+    recycling = ("--max-requests", "50", "--max-requests-jitter", "10")
+    with gunicorn("live_app:app", "--workers", "4", *recycling, env=env) as base:
+        misses, pids = register_then_get(base, 500)
+    assert misses == 0
+    # 500 pairs and 100 health checks over 4 workers of at most 60 requests each.
+    assert len(pids) > 8, "the workers should have been replaced many times"

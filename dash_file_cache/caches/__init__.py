@@ -1,8 +1,9 @@
 """Cache backends: where registered files live until they are served."""
 
-from .base import CacheAbstract
+from .base import Bounds, CacheAbstract
 from .file import CacheFile
 from .memory import CachePlain
 from .queue import CacheQueue
+from .redis import CacheRedis
 
-__all__ = ["CacheAbstract", "CacheFile", "CachePlain", "CacheQueue"]
+__all__ = ["Bounds", "CacheAbstract", "CacheFile", "CachePlain", "CacheQueue", "CacheRedis"]

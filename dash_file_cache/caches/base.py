@@ -1,37 +1,42 @@
 """The backend contract that every cache implements.
 
-A backend stores ``Entry`` records and their bodies
-under ids made by the service. Six methods make a backend:
+A backend stores ``Entry`` records with their bodies, and a few small *marks*
+(short strings with an optional lifetime) that every process sharing the backend
+sees. Nine methods make a backend:
 
-``put(entry, body)``
-    Store ``body`` (``bytes``, or a binary stream read to its end) under
-    ``entry.key``, replacing any entry of that key. The entry becomes visible
-    atomically and only once the whole body is stored, so that a reader never sees a
-    half-written entry. ``body`` is ``None`` for entries served in place (a path) or
-    streamed from elsewhere (a URL).
-``get(key)``
-    Return ``(entry, stream)``: a fresh, seekable, read-only binary stream of the
-    body for every call (``None`` when the entry has no stored body). Raise
-    ``EntryGone`` when the backend knows the entry existed and is gone,
-    ``EntryNotFound`` otherwise.
-``delete(key, gone=True)``
-    Remove the entry (idempotent) and, with ``gone``, remember the id as gone.
-``claim(key)`` / ``release(key)``
-    Reserve a one-time entry for a single download, atomically across every process
-    that shares the backend; ``release`` gives it back after an aborted transfer.
-``keys()``
-    The ids currently stored.
+``write(entry, body)``
+    Store ``body`` (``bytes``, or a binary stream read to its end; ``None`` for
+    entries without a stored body) under ``entry.key``, replacing any entry of that
+    key, and apply the bounds (evict least recently used entries, drop expired
+    ones). The entry becomes visible atomically, once the whole body is stored.
+``read(key)``
+    Return ``(entry, stream)`` with a fresh, seekable, read-only binary stream for
+    every call (``None`` when the entry has no stored body); raise
+    ``EntryNotFound`` on a miss. An open stream stays readable to its end even if
+    the entry is evicted meanwhile.
+``erase(key)``
+    Remove the entry; return whether it was stored.
+``entries()``
+    The entries currently stored.
+``mark_get(name)``, ``mark_set(name, value, ttl)``, ``mark_add(name, value, ttl)``,
+``mark_delete(name)``, ``mark_incr(name, amount)``
+    A tiny key-value store for marks. ``mark_add`` sets only when absent and tells
+    whether it did, atomically across processes; ``mark_incr`` adds to an integer.
 
-Everything else (``open``, ``info``, ``__contains__``, and the 0.2.0 names ``is_in``,
-``remove``, ``dump``, ``load``, ``load_info``, ``load_data``) is derived here.
-Nothing in ``caches`` knows about HTTP.
+Everything else is derived here once: one-time claims, ids remembered as gone
+(410), expiry, names, statistics, locks, and the 0.2.0 names (``is_in``,
+``remove``, ``dump``, ``load``, ``load_info``, ``load_data``). Nothing in ``caches``
+knows about HTTP.
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
 import io
 import os
+import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, BinaryIO
@@ -39,39 +44,334 @@ from typing import Any, BinaryIO
 from ..entry import Entry
 from ..errors import EntryGone, EntryNotFound
 
-__all__ = ["Body", "CacheAbstract"]
+__all__ = ["Body", "Bounds", "CacheAbstract"]
 
 Body = bytes | BinaryIO
 
+# How long a consumed, expired or deleted id answers 410 rather than 404.
+GONE_SECONDS = 24 * 3600
+# A claim outlives any sane download; it only guards against a crashed server.
+CLAIM_SECONDS = 6 * 3600
+STAT_NAMES = (
+    "stored",
+    "hits",
+    "misses",
+    "bytes_served",
+    "evicted_count",
+    "evicted_bytes",
+    "expired",
+    "consumed",
+    "deleted",
+)
+
+
+class Bounds:
+    """The limits of a backend: item count, total body bytes, default lifetime."""
+
+    def __init__(
+        self,
+        cache_size: int | None,
+        max_bytes: int | None,
+        ttl: float | None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        for name, value in (("cache_size", cache_size), ("max_bytes", max_bytes)):
+            if value is None:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{name} must be an int or None, not {type(value).__name__}")
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float)):
+            raise TypeError(f"ttl must be a number of seconds or None, not {type(ttl).__name__}")
+        if ttl is not None and ttl <= 0:
+            raise ValueError(f"ttl must be positive, got {ttl}")
+        self.cache_size = cache_size
+        self.max_bytes = max_bytes
+        self.ttl = ttl
+        self.clock = clock
+
+    def check_size(self, size: int) -> None:
+        """Refuse an entry that could never fit."""
+        if self.max_bytes is not None and size > self.max_bytes:
+            raise ValueError(
+                f"the entry is {size} bytes, more than this cache's max_bytes="
+                f"{self.max_bytes}; register a smaller file or give the cache more room"
+            )
+
+    def stamp(self, entry: Entry) -> Entry:
+        """Give ``entry`` the default lifetime when it has none of its own."""
+        if entry.expires is None and self.ttl is not None:
+            return entry.replace(expires=self.clock() + self.ttl)
+        return entry
+
+    def expired(self, entry: Entry) -> bool:
+        return entry.expires is not None and entry.expires <= self.clock()
+
+
+class _Tally:
+    """Counts waiting to be written, per process and thread-safe."""
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = {}
+        self._interval = interval
+        self._last = time.monotonic()
+
+    def add(self, name: str, amount: int) -> bool:
+        """Count; tell whether it is time to write the counts out."""
+        with self._lock:
+            self._counts[name] = self._counts.get(name, 0) + amount
+            return time.monotonic() - self._last >= self._interval
+
+    def discard(self, name: str) -> None:
+        with self._lock:
+            self._counts.pop(name, None)
+
+    def take(self) -> dict[str, int]:
+        with self._lock:
+            counts, self._counts = self._counts, {}
+            self._last = time.monotonic()
+            return counts
+
 
 class CacheAbstract(abc.ABC):
-    """Base of every backend: implement the six abstract methods described in the module."""
+    """Base of every backend: implement the nine methods described in the module."""
+
+    #: Backends set their own; a subclass without bounds gets none.
+    bounds: Bounds = Bounds(None, None, None)
+
+    # Storage -------------------------------------------------------------------
 
     @abc.abstractmethod
-    def put(self, entry: Entry, body: Body | None) -> None:
-        """Store ``body`` under ``entry.key``; visible only once complete."""
+    def write(self, entry: Entry, body: Body | None) -> None:
+        """Store ``body`` under ``entry.key``, visible only once complete."""
 
     @abc.abstractmethod
-    def get(self, key: str) -> tuple[Entry, BinaryIO | None]:
-        """Return the entry and a fresh stream of its body."""
+    def read(self, key: str) -> tuple[Entry, BinaryIO | None]:
+        """Return the stored entry and a fresh stream of its body."""
 
     @abc.abstractmethod
-    def delete(self, key: str, gone: bool = True) -> bool:
+    def erase(self, key: str) -> bool:
         """Remove the entry; return whether it was stored."""
 
     @abc.abstractmethod
+    def entries(self) -> list[Entry]:
+        """The entries currently stored."""
+
+    # Marks ---------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def mark_get(self, name: str) -> str | None:
+        """The value of a mark, or ``None``."""
+
+    @abc.abstractmethod
+    def mark_set(self, name: str, value: str, ttl: float | None = None) -> None:
+        """Set a mark, for ``ttl`` seconds or for ever."""
+
+    @abc.abstractmethod
+    def mark_add(self, name: str, value: str, ttl: float | None = None) -> bool:
+        """Set a mark only if it is absent; tell whether it was set."""
+
+    @abc.abstractmethod
+    def mark_delete(self, name: str) -> None:
+        """Remove a mark (idempotent)."""
+
+    @abc.abstractmethod
+    def mark_incr(self, name: str, amount: int = 1) -> int:
+        """Add ``amount`` to an integer mark (absent counts as 0); return the sum."""
+
+    # Derived: the entry life cycle ---------------------------------------------------
+
+    def put(self, entry: Entry, body: Body | None) -> None:
+        """Store an entry, applying the bounds; the id is live again if it was gone."""
+        self.bounds.check_size(entry.size)
+        # Cleared first: a backend may lay the gone mark of an expiring entry itself.
+        self.mark_delete("gone:" + entry.key)
+        self.mark_delete("claim:" + entry.key)
+        self.write(self.bounds.stamp(entry), body)
+        if entry.name:
+            self.mark_set("name:" + entry.name, entry.key)
+        self.record("stored")
+
+    def get(self, key: str) -> tuple[Entry, BinaryIO | None]:
+        """Return a live entry and a fresh stream of its body.
+
+        Raises ``EntryGone`` for an id known to be consumed, expired, deleted or
+        being downloaded once, ``EntryNotFound`` for any other miss.
+        """
+        try:
+            entry, stream = self.read(key)
+        except EntryGone:
+            raise
+        except EntryNotFound:
+            raise self._miss(key) from None
+        if self.bounds.expired(entry) or (
+            entry.one_time and self.mark_get("claim:" + key) is not None
+        ):
+            if stream is not None:
+                stream.close()
+            if self.bounds.expired(entry):
+                self.delete(key, reason="expired")
+            raise EntryGone(f"entry {key} is gone (expired, or being downloaded once)")
+        return entry, stream
+
+    def _miss(self, key: str) -> EntryNotFound:
+        if self.mark_get("gone:" + key) is not None:
+            return EntryGone(f"entry {key} is gone (consumed, expired or deleted)")
+        return EntryNotFound(f"no entry {key} is stored")
+
+    def delete(self, key: str, gone: bool = True, reason: str = "deleted") -> bool:
+        """Remove an entry; with ``gone``, later requests for its id get 410.
+
+        The gone mark is set before the body disappears, so that a reader that
+        misses the entry always finds the mark.
+        """
+        marked = gone and self.mark_add("gone:" + key, reason, GONE_SECONDS)
+        found = self.erase(key)
+        if marked and not found:
+            self.mark_delete("gone:" + key)
+        self.mark_delete("claim:" + key)
+        self._forget_hits(key)
+        if found:
+            self.record("evicted_count" if reason == "evicted" else reason)
+        return found
+
     def claim(self, key: str) -> bool:
-        """Reserve a one-time entry for one download; ``False`` if already taken."""
+        """Reserve a one-time entry for a single download, across processes.
 
-    @abc.abstractmethod
+        The mark is taken first and the entry checked afterwards: a request that
+        read the entry just before a complete download consumed it then finds it
+        gone, instead of taking a claim that its consumer has just dropped.
+        """
+        if not self.mark_add("claim:" + key, str(os.getpid()), CLAIM_SECONDS):
+            return False
+        try:
+            entry, stream = self.read(key)
+        except EntryNotFound:
+            self.release(key)
+            return False
+        if stream is not None:
+            stream.close()
+        if self.bounds.expired(entry) or self.mark_get("gone:" + key) is not None:
+            self.release(key)
+            return False
+        return True
+
     def release(self, key: str) -> None:
-        """Undo ``claim`` after a transfer that did not complete."""
+        """Give a claimed entry back after a transfer that did not complete."""
+        self.mark_delete("claim:" + key)
 
-    @abc.abstractmethod
+    def consume(self, key: str) -> None:
+        """Delete a one-time entry after its complete download."""
+        self.delete(key, reason="consumed")
+
+    def evicted(self, entry: Entry) -> None:
+        """Book-keeping after a backend evicted ``entry`` to respect its bounds."""
+        self.mark_set("gone:" + entry.key, "evicted", GONE_SECONDS)
+        self._forget_hits(entry.key)
+        self.record("evicted_count")
+        self.record("evicted_bytes", entry.size)
+
     def keys(self) -> list[str]:
         """The ids currently stored."""
+        return [entry.key for entry in self.entries()]
 
-    # Derived API --------------------------------------------------------------
+    def clear(self) -> int:
+        """Delete every entry; return how many there were."""
+        count = 0
+        for key in self.keys():
+            count += self.delete(key, reason="deleted")
+        return count
+
+    # Derived: names, locks, statistics -----------------------------------------------
+
+    def find(self, name: str) -> str | None:
+        """The id of the live entry registered under ``name``, if any."""
+        key = self.mark_get("name:" + name)
+        if key is None:
+            return None
+        try:
+            entry = self.info(key)
+        except EntryNotFound:
+            return None
+        return key if entry.name == name else None
+
+    def named(self, prefix: str = "") -> list[Entry]:
+        """Entries registered with a name starting with ``prefix``."""
+        return [e for e in self.entries() if e.name and e.name.startswith(prefix)]
+
+    @contextlib.contextmanager
+    def lock(self, name: str, timeout: float = 60.0, ttl: float = 600.0) -> Iterator[None]:
+        """Hold a lock shared by every process that uses this backend."""
+        token = secrets.token_hex(8)
+        deadline = time.monotonic() + timeout
+        delay = 0.001
+        while not self.mark_add("lock:" + name, token, ttl):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not take the lock {name!r} in {timeout} s")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        try:
+            yield
+        finally:
+            if self.mark_get("lock:" + name) == token:
+                self.mark_delete("lock:" + name)
+
+    def record(self, stat: str, amount: int = 1) -> None:
+        """Add to a statistics counter shared by every process.
+
+        Counts are gathered in the process and written at most once a second, so
+        that serving a file does not cost a write to a shared store each time.
+        """
+        self._tally("stat:" + stat, amount)
+
+    def hit(self, key: str, size: int) -> None:
+        """Count a served download of ``size`` bytes of entry ``key``."""
+        self._tally("hits:" + key, 1)
+        self._tally("stat:hits", 1)
+        self._tally("stat:bytes_served", size)
+
+    def _tally(self, name: str, amount: int) -> None:
+        tally = self.__dict__.get("_pending_tally")
+        if tally is None:
+            tally = self.__dict__.setdefault("_pending_tally", _Tally())
+        if tally.add(name, amount):
+            self.flush_stats()
+
+    def _forget_hits(self, key: str) -> None:
+        tally = self.__dict__.get("_pending_tally")
+        if tally is not None:
+            tally.discard("hits:" + key)
+        self.mark_delete("hits:" + key)
+
+    def flush_stats(self) -> None:
+        """Write the counts gathered in this process to the backend."""
+        tally = self.__dict__.get("_pending_tally")
+        if tally is not None:
+            for name, amount in tally.take().items():
+                self.mark_incr(name, amount)
+
+    def hits(self, key: str) -> int:
+        """How many times the entry was served."""
+        self.flush_stats()
+        return int(self.mark_get("hits:" + key) or 0)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters since the backend was created, plus what it holds now."""
+        self.flush_stats()
+        entries = self.entries()
+        counters = {name: int(self.mark_get("stat:" + name) or 0) for name in STAT_NAMES}
+        return {
+            "entries": len(entries),
+            "bytes": sum(e.size for e in entries),
+            **counters,
+            "cache_size": self.bounds.cache_size,
+            "max_bytes": self.bounds.max_bytes,
+            "ttl": self.bounds.ttl,
+        }
+
+    # Derived: reading ------------------------------------------------------------------
 
     def open(self, key: str) -> tuple[Entry, BinaryIO | None]:
         """Like ``get``, but also opens entries served in place from a path.
@@ -114,6 +414,12 @@ class CacheAbstract(abc.ABC):
         entry = self.info(key)
         self.delete(key)
         return entry
+
+    def __len__(self) -> int:
+        return len(self.entries())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
 
     # dash-file-cache 0.2.0 names, for code that used a cache directly -------------
 
@@ -181,16 +487,3 @@ class CacheAbstract(abc.ABC):
     def load_data(self, key: str) -> dict[str, Any]:
         """The 0.2.0 data dict of an entry."""
         return self.load(key)[1]()
-
-    def __len__(self) -> int:
-        return len(self.keys())
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.keys())
-
-
-def raise_missing(key: str, gone: bool) -> EntryNotFound:
-    """Build the right miss error for ``key``."""
-    if gone:
-        return EntryGone(f"entry {key} is gone (consumed, expired or deleted)")
-    return EntryNotFound(f"no entry {key} is stored")

@@ -8,25 +8,26 @@ import os
 import shutil
 import sqlite3
 import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, BinaryIO
 
 import diskcache
+from diskcache.core import EVICTION_POLICY, MODE_RAW, UNKNOWN
 
-from .._process import Counter, inherited_from_parent, is_inheriting, publish_for_children
+from .._process import BuildSites, inherited_from_parent, is_inheriting, publish_for_children
 from .._streams import reader
 from ..entry import Entry
-from ..errors import BackendUnavailable
-from .base import Body, CacheAbstract, raise_missing
+from ..errors import BackendUnavailable, CacheProcessError, EntryNotFound
+from .base import Body, Bounds, CacheAbstract
 
-__all__ = ["CacheFile"]
+__all__ = ["CacheFile", "EntryDisk"]
 
-_GONE_PREFIX = "gone:"
-_CLAIM_PREFIX = "claim:"
-# How long a consumed or deleted id answers 410 rather than 404.
-_GONE_SECONDS = 24 * 3600
-# A claim outlives any sane download; it only guards against a crashed server.
-_CLAIM_SECONDS = 6 * 3600
-_counter = Counter()
+_sites = BuildSites()
+_LEAST_RECENTLY_USED = EVICTION_POLICY["least-recently-used"]["cull"].format(
+    fields="key, tag", now=0
+)
 
 
 def _remove_tree_if_owner(directory: str, pid: int) -> None:
@@ -34,6 +35,27 @@ def _remove_tree_if_owner(directory: str, pid: int) -> None:
     # only the process that made the temporary directory may remove it.
     if os.getpid() == pid:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+class _InPlace:
+    """The stored value of an entry served from its own path: nothing but its size."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
+class EntryDisk(diskcache.Disk):  # type: ignore[misc]
+    """diskcache's disk, with entries served in place counted at their file's size.
+
+    diskcache then bounds bodies and in-place files together (``max_bytes``) and
+    evicting an in-place entry removes nothing from disk.
+    """
+
+    def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> tuple[int, int, Any, Any]:
+        if isinstance(value, _InPlace):
+            return value.size, MODE_RAW, None, b""
+        result: tuple[int, int, Any, Any] = super().store(value, read, key=key)
+        return result
 
 
 class CacheFile(CacheAbstract):
@@ -46,7 +68,11 @@ class CacheFile(CacheAbstract):
     them; metadata is stored as JSON, never pickled. ``chunk_size`` (MiB) is kept for
     0.2.0 compatibility; diskcache copies bodies in its own chunks.
 
-    ``cache`` may also be an existing ``diskcache.Cache`` to share its settings.
+    Bounds map onto diskcache: ``max_bytes`` is its ``size_limit`` (bodies, files
+    served in place, and the index itself), ``ttl`` its per-item expiry (expired
+    bodies are removed from disk at the next registration), and both ``max_bytes``
+    and ``cache_size`` (entries) evict in its least-recently-used order.
+    ``clock`` (like ``time.time``) is for tests.
     """
 
     def __init__(
@@ -54,46 +80,65 @@ class CacheFile(CacheAbstract):
         cache_dir: str | os.PathLike[str] | None = None,
         chunk_size: int = 1,
         *,
-        cache: diskcache.Cache | None = None,
+        cache_size: int | None = None,
+        max_bytes: int | None = None,
+        ttl: float | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"chunk_size must be an int of at least 1 (MiB), got {chunk_size!r}")
+        self.bounds = Bounds(cache_size, max_bytes, ttl, clock)
         self._chunk_size = chunk_size
-        self._index = _counter.next()
+        self._site = _sites.name()
         self._owner_pid: int | None = None
-        if cache is not None:
-            self._cache = cache
-        else:
-            directory = self._choose_directory(cache_dir)
-            self._cache = self._open(directory)
+        self._orphan = False
+        self._open(self._choose_directory(cache_dir))
 
     def _choose_directory(self, cache_dir: str | os.PathLike[str] | None) -> str:
         if cache_dir is not None:
             return os.fspath(cache_dir)
         if is_inheriting():
-            found = inherited_from_parent("dirs", self._index)
+            found = inherited_from_parent("dirs", self._site)
             if found is not None:
                 return found[1]
+            # A spawned child that cannot find its parent's directory: whatever it
+            # registered into a directory of its own would vanish with it.
+            self._orphan = True
         directory = tempfile.mkdtemp(prefix="dash-file-cache-")
         self._owner_pid = os.getpid()
         atexit.register(_remove_tree_if_owner, directory, self._owner_pid)
-        publish_for_children("dirs", self._index, directory)
+        publish_for_children("dirs", self._site, directory)
         return directory
 
-    @staticmethod
-    def _open(directory: str) -> diskcache.Cache:
-        # Eviction is left to the cache's own bounds; diskcache's default 1 GB limit
-        # would silently drop large entries.
-        return diskcache.Cache(directory, size_limit=2**62, eviction_policy="least-recently-stored")
+    def _open(self, directory: str) -> None:
+        # diskcache's own culling on set is off (cull_limit=0): the bounds are applied
+        # after each write, so evictions can be counted.
+        self._cache = diskcache.Cache(
+            directory,
+            disk=EntryDisk,
+            size_limit=self.bounds.max_bytes or 2**62,
+            eviction_policy="least-recently-used",
+            cull_limit=0,
+        )
+        self._marks = diskcache.Cache(
+            os.path.join(directory, "marks"), size_limit=2**62, eviction_policy="none"
+        )
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"directory": self._cache.directory, "chunk_size": self._chunk_size}
+        bounds = self.bounds
+        return {
+            "directory": self._cache.directory,
+            "chunk_size": self._chunk_size,
+            "bounds": (bounds.cache_size, bounds.max_bytes, bounds.ttl),
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        self.bounds = Bounds(*state["bounds"])
         self._chunk_size = state["chunk_size"]
-        self._index = 0
+        self._site = ""
         self._owner_pid = None
-        self._cache = self._open(state["directory"])
+        self._orphan = False
+        self._open(state["directory"])
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} dir={self._cache.directory!r}>"
@@ -105,7 +150,7 @@ class CacheFile(CacheAbstract):
 
     @property
     def cache(self) -> diskcache.Cache:
-        """The underlying ``diskcache.Cache``."""
+        """The underlying ``diskcache.Cache`` of the bodies."""
         return self._cache
 
     @property
@@ -119,9 +164,25 @@ class CacheFile(CacheAbstract):
             raise ValueError(f"chunk_size must be an int of at least 1 (MiB), got {value!r}")
         self._chunk_size = value
 
-    def put(self, entry: Entry, body: Body | None) -> None:
-        value: bytes | BinaryIO
-        if body is None:
+    def close(self) -> None:
+        """Close the database connections of this process (reopened when used)."""
+        self._cache.close()
+        self._marks.close()
+
+    # Storage -----------------------------------------------------------------------
+
+    def write(self, entry: Entry, body: Body | None) -> None:
+        if self._orphan:
+            raise CacheProcessError(
+                "this CacheFile was rebuilt in a child process that cannot find the "
+                "directory of the serving process, so its entries would be lost; name "
+                "the directory (CacheFile('/some/dir')) or build the cache at module "
+                "level in the app"
+            )
+        value: Any
+        if entry.kind == "path":
+            value = _InPlace(entry.size)
+        elif body is None:
             value = b""
         elif isinstance(body, bytes) and len(body) < self._cache.disk_min_file_size:
             value = body
@@ -129,61 +190,98 @@ class CacheFile(CacheAbstract):
             value = io.BytesIO(body)
         else:
             value = body
+        expire = None
+        if entry.expires is not None:
+            # diskcache adds time.time() to this: its expiry time is then exactly
+            # entry.expires, on the same time line as the clock that expire() is given.
+            expire = max(entry.expires - time.time(), 0.001)
         with _available():
             # Writing the body file and the row with its JSON tag is one diskcache
             # set: readers never see a partial entry.
             self._cache.set(
-                entry.key, value, read=not isinstance(value, bytes), tag=entry.to_json()
+                entry.key,
+                value,
+                read=hasattr(value, "read"),
+                tag=entry.to_json(),
+                expire=expire,
             )
-            self._cache.delete(_GONE_PREFIX + entry.key)
-            self._cache.delete(_CLAIM_PREFIX + entry.key)
+            self._apply_bounds()
 
-    def get(self, key: str) -> tuple[Entry, BinaryIO | None]:
+    def _apply_bounds(self) -> None:
+        expired = self._cache.expire(now=self.bounds.clock())
+        if expired:
+            self.record("expired", expired)
+        limit = self.bounds.cache_size
+        while (limit is not None and len(self._cache) > limit) or (
+            self.bounds.max_bytes is not None and self._cache.volume() > self._cache.size_limit
+        ):
+            if not self._evict_one():
+                break
+
+    def _evict_one(self) -> bool:
+        """Evict the least recently used entry, in diskcache's own order."""
+        # diskcache's cull() drops ten entries at a time and does not say which;
+        # its eviction query, one row at a time, keeps the bound tight and lets each
+        # evicted id answer 410.
+        rows = self._cache._sql(_LEAST_RECENTLY_USED, (1,)).fetchall()
+        if not rows:
+            return False
+        key, tag = rows[0]
+        if self._cache.delete(key) and tag is not None:
+            self.evicted(Entry.from_json(tag))
+        return True
+
+    def read(self, key: str) -> tuple[Entry, BinaryIO | None]:
         with _available():
             found = self._cache.get(key, default=None, read=True, tag=True)
-            if found is None or found[0] is None:
-                raise raise_missing(key, _GONE_PREFIX + key in self._cache)
-            value, tag = found
-            entry = Entry.from_json(tag)
-            if entry.one_time and _CLAIM_PREFIX + key in self._cache:
-                _close(value)
-                raise raise_missing(key, True)
-        if entry.kind != "body":
+        if found is None or found[0] is None:
+            raise EntryNotFound(f"no entry {key} is stored")
+        value, tag = found
+        entry = Entry.from_json(tag)
+        if entry.kind != "body" or entry.lazy:
             _close(value)
             return entry, None
         if isinstance(value, bytes):
             return entry, reader(value)
         return entry, value
 
-    def delete(self, key: str, gone: bool = True) -> bool:
+    def erase(self, key: str) -> bool:
         with _available():
-            # The gone mark is committed before the body disappears: a reader that
-            # misses the entry then always finds the mark and answers 410, not 404.
-            # (Inside one diskcache transaction the body file is removed before the
-            # commit, which would open exactly that window.)
-            if gone and key in self._cache:
-                self._cache.set(_GONE_PREFIX + key, b"", expire=_GONE_SECONDS)
-            found = bool(self._cache.delete(key))
-            self._cache.delete(_CLAIM_PREFIX + key)
-            return found
+            return bool(self._cache.delete(key))
 
-    def claim(self, key: str) -> bool:
-        with _available(), self._cache.transact():
-            if key not in self._cache:
-                return False
-            return bool(self._cache.add(_CLAIM_PREFIX + key, os.getpid(), expire=_CLAIM_SECONDS))
-
-    def release(self, key: str) -> None:
+    def entries(self) -> list[Entry]:
+        found = []
         with _available():
-            self._cache.delete(_CLAIM_PREFIX + key)
+            for key in list(self._cache):
+                item = self._cache.get(key, default=None, read=True, tag=True)
+                if item is None or item[0] is None:
+                    continue
+                _close(item[0])
+                found.append(Entry.from_json(item[1]))
+        return found
 
-    def keys(self) -> list[str]:
+    # Marks -----------------------------------------------------------------------------
+
+    def mark_get(self, name: str) -> str | None:
         with _available():
-            return [
-                k
-                for k in self._cache.iterkeys()
-                if isinstance(k, str) and not k.startswith((_GONE_PREFIX, _CLAIM_PREFIX))
-            ]
+            value = self._marks.get(name)
+        return None if value is None else str(value)
+
+    def mark_set(self, name: str, value: str, ttl: float | None = None) -> None:
+        with _available():
+            self._marks.set(name, value, expire=ttl)
+
+    def mark_add(self, name: str, value: str, ttl: float | None = None) -> bool:
+        with _available():
+            return bool(self._marks.add(name, value, expire=ttl))
+
+    def mark_delete(self, name: str) -> None:
+        with _available():
+            self._marks.delete(name)
+
+    def mark_incr(self, name: str, amount: int = 1) -> int:
+        with _available():
+            return int(self._marks.incr(name, amount, default=0))
 
 
 def _close(value: object) -> None:
@@ -192,14 +290,10 @@ def _close(value: object) -> None:
         close()
 
 
-class _available:
-    """Turn the disk cache's lock and I/O failures into :class:`BackendUnavailable`."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        if exc is None:
-            return
-        if isinstance(exc, (diskcache.Timeout, sqlite3.OperationalError)):
-            raise BackendUnavailable(f"the disk cache is unavailable: {exc}") from exc
+@contextmanager
+def _available() -> Iterator[None]:
+    """Turn the disk cache's lock and I/O failures into ``BackendUnavailable``."""
+    try:
+        yield
+    except (diskcache.Timeout, sqlite3.OperationalError) as exc:
+        raise BackendUnavailable(f"the disk cache is unavailable: {exc}") from exc

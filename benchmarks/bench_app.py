@@ -1,0 +1,126 @@
+"""The WSGI app that the benchmark runs under gunicorn, for this tree and for 0.2.0.
+
+Both versions share the routes below, so the runner drives them alike:
+
+``/d/<backend>``
+    One ``ServiceData`` per backend (``plain``, ``queue``, ``file``; ``redis`` and
+    ``offload`` when this version has them).
+``POST /register/<backend>``
+    Registers the request body as an in-memory file (``io.BytesIO``) named after
+    ``name``; ``one_time=1`` makes it a one-time entry. Answers the address.
+``POST /register-file/<backend>?path=...&as=path|bytes``
+    Registers a file of the data folder as a path, or read into memory.
+``GET /send-file/<name>``
+    ``flask.send_file`` of a file of the data folder: the baseline of a plain Flask app.
+``GET /base64/<name>``
+    The file as base64 in JSON, the way ``dcc.send_bytes`` hands a file to a browser.
+
+Configured by ``BENCH_DATA`` (the data folder), ``BENCH_CACHE`` (a folder for the
+disk caches) and ``BENCH_REDIS_URL`` (optional).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import queue
+from typing import Any
+
+import flask
+
+import dash_file_cache as dfc
+
+DATA = os.path.realpath(os.environ["BENCH_DATA"])
+CACHE = os.environ["BENCH_CACHE"]
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "")
+LEGACY = not hasattr(dfc, "Entry")  # 0.2.0 has no Entry record
+
+app = flask.Flask(__name__)
+
+
+def _caches() -> dict[str, Any]:
+    found: dict[str, Any] = {
+        "plain": dfc.CachePlain(100_000),
+        # 0.2.0 needs the queue that background processes would write to.
+        "queue": dfc.CacheQueue(100_000, queue.Queue()) if LEGACY else dfc.CacheQueue(100_000),
+        "file": dfc.CacheFile(os.path.join(CACHE, "file")),
+    }
+    if REDIS_URL and hasattr(dfc, "CacheRedis"):
+        found["redis"] = dfc.CacheRedis(REDIS_URL, namespace=f"bench{os.getpid()}")
+    return found
+
+
+services: dict[str, Any] = {}
+for _name, _cache in _caches().items():
+    services[_name] = dfc.ServiceData(_cache, service_name=f"/d/{_name}")
+if not LEGACY:
+    # The same disk cache folder, answered with X-Accel-Redirect for nginx in front.
+    services["offload"] = dfc.ServiceData(
+        dfc.CacheFile(os.path.join(CACHE, "file")),
+        service_name="/d/offload",
+        offload="x-accel-redirect",
+        offload_roots=[DATA],
+    )
+for _service in services.values():
+    _service.serve(app)
+
+
+def _service(backend: str) -> Any:
+    try:
+        return services[backend]
+    except KeyError:
+        flask.abort(404)
+
+
+def _data_path(name: str) -> str:
+    path = os.path.realpath(os.path.join(DATA, name))
+    if os.path.dirname(path) != DATA or not os.path.isfile(path):
+        flask.abort(404)
+    return path
+
+
+@app.get("/health")
+def health() -> str:
+    return f"{os.getpid()} {getattr(dfc, '__version__', '?')}"
+
+
+@app.post("/register/<backend>")
+def register(backend: str) -> str:
+    args = flask.request.args
+    name = args.get("name", "asset.svg")
+    address: str = _service(backend).register(
+        io.BytesIO(flask.request.get_data()),
+        file_name=name,
+        mime_type=args.get("mime", "image/svg+xml"),
+        one_time_service=args.get("one_time") == "1",
+    )
+    return address
+
+
+@app.post("/register-file/<backend>")
+def register_file(backend: str) -> str:
+    args = flask.request.args
+    path = _data_path(args["name"])
+    fobj: Any = path
+    if args.get("as") == "bytes":
+        with open(path, "rb") as source:
+            fobj = io.BytesIO(source.read())
+    address: str = _service(backend).register(
+        fobj,
+        file_name=os.path.basename(path),
+        mime_type=args.get("mime", "application/octet-stream"),
+    )
+    return address
+
+
+@app.get("/send-file/<name>")
+def send_file(name: str) -> flask.Response:
+    return flask.send_file(_data_path(name))
+
+
+@app.get("/base64/<name>")
+def as_base64(name: str) -> flask.Response:
+    with open(_data_path(name), "rb") as source:
+        content = base64.b64encode(source.read()).decode("ascii")
+    return flask.jsonify({"content": content, "filename": name, "type": None, "base64": True})

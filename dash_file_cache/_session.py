@@ -1,0 +1,109 @@
+"""Which browser is asking: the session token behind ``scope="session"`` entries.
+
+The service gives each browser a random 256-bit token in an HttpOnly, SameSite=Lax
+cookie when a page of the app loads (or when a session-scoped entry is registered
+in a request without one). A session-scoped entry stores only the SHA-256 of
+the token of the browser that registered it, and is served only to a request
+carrying that token. The token is unguessable on its own, so it needs no
+signature, and no secret has to be shared by the server's workers or by
+background-callback processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from typing import Any
+
+import flask
+
+__all__ = ["COOKIE_NAME", "current_session", "install", "matches"]
+
+COOKIE_NAME = "dash_file_cache_session"
+_TOKEN_LENGTH = 43  # secrets.token_urlsafe(32)
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode("ascii")).hexdigest()
+
+
+def _valid(token: object) -> bool:
+    return (
+        isinstance(token, str)
+        and len(token) == _TOKEN_LENGTH
+        and all(c.isalnum() or c in "-_" for c in token)
+    )
+
+
+def _token_from_callback_context() -> str | None:
+    """The cookie seen by a Dash callback, also inside a background-callback process."""
+    try:
+        from dash import callback_context
+    except ImportError:
+        return None
+    try:
+        cookies: Any = callback_context.cookies
+    except Exception:  # outside a callback, dash raises its own MissingCallbackContextException
+        return None
+    token = cookies.get(COOKIE_NAME) if isinstance(cookies, dict) else None
+    return token if _valid(token) else None
+
+
+def current_session() -> str:
+    """The session digest of the browser behind the current request or callback.
+
+    Inside a request that carries no token yet, a new token is made and set on the
+    response. Raises ``RuntimeError`` where no browser can be identified.
+    """
+    token = _token_from_callback_context()
+    if token is None and flask.has_request_context():
+        token = flask.request.cookies.get(COOKIE_NAME)
+        if not _valid(token):
+            token = _new_token_for_this_response()
+    if token is None:
+        raise RuntimeError(
+            'scope="session" needs the browser\'s session: register the entry inside a '
+            "Dash callback or a Flask request of an app served by this service"
+        )
+    return _digest(token)
+
+
+def _new_token_for_this_response() -> str:
+    token = secrets.token_urlsafe(32)
+    flask.g.dash_file_cache_new_session = token
+    return token
+
+
+def matches(request: flask.Request, digest: str) -> bool:
+    """Tell whether ``request`` comes from the browser whose session is ``digest``."""
+    token = request.cookies.get(COOKIE_NAME)
+    return _valid(token) and hmac.compare_digest(_digest(str(token)), digest)
+
+
+def _set_cookie(response: flask.Response) -> flask.Response:
+    request = flask.request
+    token = flask.g.get("dash_file_cache_new_session")
+    if token is None:
+        # Pages get a token as they load, so that every later callback (background
+        # ones included) already has one; other answers are left alone.
+        if response.mimetype != "text/html" or _valid(request.cookies.get(COOKIE_NAME)):
+            return response
+        token = secrets.token_urlsafe(32)
+    response.set_cookie(
+        COOKIE_NAME,
+        token,
+        httponly=True,
+        samesite="Lax",
+        secure=request.is_secure,
+        path="/",
+    )
+    return response
+
+
+def install(app: flask.Flask) -> None:
+    """Make ``app`` give every browser a session token (once per app)."""
+    if app.extensions.get("dash_file_cache_session"):
+        return
+    app.extensions["dash_file_cache_session"] = True
+    app.after_request(_set_cookie)

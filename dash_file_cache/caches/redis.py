@@ -1,0 +1,689 @@
+"""CacheRedis: entries in Redis, shared by every worker on every host that reaches it.
+
+Key layout, all under ``<namespace>:``. ``<id>`` is an id made by the service
+(checked with :func:`~dash_file_cache._keys.is_valid_key`) or, for a key chosen by
+code through the 0.2.0 names (``dump("k1", ...)``), ``.`` and the hex of its UTF-8:
+no other text reaches a key, and the two forms cannot collide.
+
+``entry:<id>``
+    A hash: ``entry`` (the :class:`~dash_file_cache.entry.Entry` as JSON), ``body``
+    (the version of the body, ``""`` when there is none), ``length`` and
+    ``segment`` (bytes per body segment).
+``body:<id>:<version>:<n>``
+    The body, in segments of at most ``segment`` bytes. Redis caps a string at
+    512 MB by default, and appending to one string makes Redis copy it as it grows,
+    so a large body is split over several strings.
+``tmp:<id>:<version>:<n>``
+    A body being written. It carries an expiry, so a writer that dies leaves
+    nothing behind for long.
+``mark:<kind>:<id or hex>``
+    The marks of the backend contract: ``gone`` (tombstone of a consumed, deleted,
+    evicted or expired entry: 410 rather than 404), ``claim`` (the reservation of a
+    one-time entry), ``name``, ``hits``, ``stat`` and ``lock``.
+``lru``
+    A sorted set of the ids by last use, which the count and byte bounds evict from.
+``sizes``
+    A hash of the size of every entry, and ``bytes`` their running total.
+
+A body is written chunk by chunk into its ``tmp`` segments and published by one
+MULTI/EXEC that renames them and writes the entry hash: a reader finds either no
+entry or a complete one. Each publication uses a fresh version, so a download
+already under way keeps reading the version it opened when the entry is replaced
+or deleted: the old segments are not deleted but given a short expiry
+(``linger_seconds``), which every chunk read extends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import os
+import re
+import secrets
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
+
+from .._keys import is_valid_key
+from .._streams import reader
+from ..entry import Entry
+from ..errors import BackendUnavailable, EntryGone, EntryNotFound
+from .base import GONE_SECONDS, Body, Bounds, CacheAbstract
+
+if TYPE_CHECKING:
+    import redis
+    from redis.client import Pipeline
+
+__all__ = ["CacheRedis"]
+
+# How long a body being written may sit between two chunks before Redis drops it.
+_WRITE_SECONDS = 3600
+# Bytes per body segment: 16 MiB less room for the Redis string header, so that each
+# segment fills one allocator size class exactly instead of rounding up to 20 MiB.
+_SEGMENT_BYTES = (16 << 20) - 64
+# Letters that cannot make a SCAN pattern match more than the namespace itself.
+_NAMESPACE = re.compile(r"[A-Za-z0-9_.:/@{}+-]{1,200}")
+_HASH_FIELDS = ("entry", "body", "length", "segment")
+
+
+def _import_redis() -> Any:
+    try:
+        import redis
+    except ImportError as exc:
+        raise ImportError(
+            'CacheRedis needs the redis package: pip install "dash-file-cache[redis]"'
+        ) from exc
+    return redis
+
+
+class CacheRedis(CacheAbstract):
+    """A cache in Redis, shared by every process and host that can reach the server.
+
+    ``client_or_url`` is a ``redis://``, ``rediss://`` or ``unix://`` URL (timeouts
+    and the like go in its query string, as redis-py reads them), or a configured
+    ``redis.Redis`` client whose responses are not decoded. Nothing connects until
+    the first call, so the cache can be built at import time.
+
+    Keys live under ``namespace``; several apps may share one Redis database with
+    different namespaces. Bodies are written and read in pieces of at most
+    ``chunk_bytes`` bytes, so a large file never travels in one command nor sits
+    whole in the memory of a web worker; a stream seeks without reading and fetches
+    only the bytes asked for. ``linger_seconds`` is how long the body of a deleted or
+    replaced entry stays readable for a download already under way (each read extends
+    it). ``cache_size``, ``max_bytes`` and ``ttl`` bound the cache as for every
+    backend: the least recently used entries are evicted first, and entries expire
+    with Redis' own key expiry.
+
+    The cache pickles as its settings (the URL, or the client's connection class
+    and plain connection settings, such as host, port, database, credentials,
+    timeouts and TLS file names; objects such as a credential provider or a retry
+    policy stay behind) and reconnects in the process that unpickles it, for Dash
+    background callbacks, Celery workers and spawned children. The pickle therefore
+    holds the password, if any. A process forked from one that
+    built the cache from a URL opens its own connections on first use; a client
+    you pass in stays in use across fork (redis-py resets its pool in the child).
+
+    When Redis cannot be reached, every method raises
+    :class:`~dash_file_cache.errors.BackendUnavailable` (a ``ConnectionError``),
+    which the route answers with 503; calls succeed again as soon as Redis is back.
+    Redis' eviction policy applies: keep ``maxmemory-policy`` at ``noeviction`` (or
+    size the server) if entries must not vanish before they are downloaded.
+    """
+
+    def __init__(
+        self,
+        client_or_url: redis.Redis | str = "redis://127.0.0.1:6379/0",
+        *,
+        namespace: str = "dash-file-cache",
+        chunk_bytes: int = 1 << 20,
+        linger_seconds: int = 300,
+        cache_size: int | None = None,
+        max_bytes: int | None = None,
+        ttl: float | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        redis_py = _import_redis()
+        self.bounds = Bounds(cache_size, max_bytes, ttl, clock)
+        if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
+            raise ValueError(
+                "namespace must be 1 to 200 characters among letters, digits and "
+                f"_.:/@{{}}+-, got {namespace!r}"
+            )
+        _check_positive_int("chunk_bytes", chunk_bytes)
+        _check_positive_int("linger_seconds", linger_seconds)
+        self._namespace = namespace
+        self._chunk_bytes = chunk_bytes
+        self._linger_seconds = linger_seconds
+        self._lock = threading.Lock()
+        self._url: str | None = None
+        self._settings: tuple[type[Any], dict[str, Any]] | None = None
+        self._client: redis.Redis | None = None
+        self._pool: redis.ConnectionPool | None = None
+        self._pid = os.getpid()
+        if isinstance(client_or_url, str):
+            self._url = client_or_url
+            # Parsing now reports a malformed URL here rather than at the first call.
+            self._connect()
+        elif isinstance(client_or_url, redis_py.Redis):
+            pool = client_or_url.connection_pool
+            if pool.connection_kwargs.get("decode_responses"):
+                raise ValueError(
+                    "the redis.Redis client decodes responses to str, but bodies are bytes; "
+                    "build it with decode_responses=False (the default) or pass a URL"
+                )
+            self._client = client_or_url
+            self._settings = (pool.connection_class, _plain(pool.connection_kwargs))
+        else:
+            raise TypeError(
+                "client_or_url must be a redis.Redis client or a redis:// URL, not "
+                f"{type(client_or_url).__name__}"
+            )
+
+    # Connections ---------------------------------------------------------------
+
+    def _connect(self) -> redis.Redis:
+        """Build a client of our own for this process; redis-py connects on first use."""
+        redis_py = _import_redis()
+        pool: redis.ConnectionPool
+        if self._url is not None:
+            pool = redis_py.ConnectionPool.from_url(self._url)
+        else:
+            assert self._settings is not None
+            connection_class, settings = self._settings
+            pool = redis_py.ConnectionPool(connection_class=connection_class, **settings)
+        client: redis.Redis = redis_py.Redis(connection_pool=pool)
+        self._client, self._pool, self._pid = client, pool, os.getpid()
+        return client
+
+    def _redis(self) -> redis.Redis:
+        client = self._client
+        if client is not None and (self._pid == os.getpid() or self._pool is None):
+            return client
+        with self._lock:
+            client = self._client
+            if client is None or (self._pool is not None and self._pid != os.getpid()):
+                # A fresh pool in a new process: the parent's sockets and locks are
+                # never touched again here.
+                client = self._connect()
+            return client
+
+    def close(self) -> None:
+        """Close the connections this cache opened (a client passed in is left open)."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+            if pool is None:
+                return
+            self._client = None
+            if self._pid == os.getpid():
+                pool.disconnect()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "url": self._url,
+            "settings": self._settings,
+            "namespace": self._namespace,
+            "chunk_bytes": self._chunk_bytes,
+            "linger_seconds": self._linger_seconds,
+            "bounds": (self.bounds.cache_size, self.bounds.max_bytes, self.bounds.ttl),
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._url = state["url"]
+        self._settings = state["settings"]
+        self._namespace = state["namespace"]
+        self._chunk_bytes = state["chunk_bytes"]
+        self._linger_seconds = state["linger_seconds"]
+        self.bounds = Bounds(*state["bounds"])
+        self._lock = threading.Lock()
+        self._client = None
+        self._pool = None
+        self._pid = os.getpid()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._where()} namespace={self._namespace!r}>"
+
+    def _where(self) -> str:
+        """Where Redis is, without credentials."""
+        if self._url is not None:
+            parts = urllib.parse.urlsplit(self._url)
+            host = parts.hostname or ""
+            if ":" in host:
+                host = f"[{host}]"
+            netloc = f"{host}:{parts.port}" if parts.port else host
+            return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+        assert self._settings is not None
+        settings = self._settings[1]
+        if "path" in settings:
+            return f"unix://{settings['path']}"
+        return f"{settings.get('host', '?')}:{settings.get('port', '?')}/{settings.get('db', 0)}"
+
+    @contextlib.contextmanager
+    def _reaching(self) -> Iterator[redis.Redis]:
+        """Yield the client; turn "Redis is not there" into :class:`BackendUnavailable`."""
+        client = self._redis()
+        try:
+            yield client
+        except Exception as exc:
+            import redis.exceptions as errors
+
+            if isinstance(exc, (errors.ConnectionError, errors.TimeoutError)):
+                raise BackendUnavailable(
+                    f"Redis at {self._where()} cannot be reached ({exc}); check that it "
+                    "runs and the URL is right. Entries it keeps are served again once "
+                    "it is back."
+                ) from exc
+            refused = (errors.ReadOnlyError, errors.OutOfMemoryError, errors.NoPermissionError)
+            if isinstance(exc, refused) or (
+                isinstance(exc, errors.ResponseError) and str(exc).startswith(("MISCONF", "BUSY"))
+            ):
+                raise BackendUnavailable(
+                    f"Redis at {self._where()} refuses the command ({exc}): it is a replica, "
+                    "full, failing to persist, busy, or this user lacks the permission. Fix "
+                    "that and the cache works again."
+                ) from exc
+            raise
+
+    # Keys ------------------------------------------------------------------------
+
+    def _key(self, kind: str, key: str) -> str:
+        return f"{self._namespace}:{kind}:{_encode(key)}"
+
+    def _book(self, name: str) -> str:
+        """A key of the bound bookkeeping: ``lru``, ``expiry``, ``sizes``, ``bytes``."""
+        return f"{self._namespace}:{name}"
+
+    def _mark(self, name: str) -> str:
+        kind, _, rest = name.partition(":")
+        return f"{self._namespace}:mark:{kind}:{_encode(rest)}"
+
+    def _segment(self, kind: str, key: str, version: str, index: int) -> str:
+        return f"{self._namespace}:{kind}:{_encode(key)}:{version}:{index}"
+
+    def _segments(self, kind: str, key: str, version: str, count: int) -> list[str]:
+        return [self._segment(kind, key, version, n) for n in range(count)]
+
+    @property
+    def namespace(self) -> str:
+        """The prefix of every key this cache writes."""
+        return self._namespace
+
+    @property
+    def chunk_bytes(self) -> int:
+        """The largest piece of a body sent or fetched in one command, in bytes."""
+        return self._chunk_bytes
+
+    @property
+    def client(self) -> redis.Redis:
+        """The ``redis.Redis`` client of this process."""
+        return self._redis()
+
+    # The contract --------------------------------------------------------------
+
+    def write(self, entry: Entry, body: Body | None) -> None:
+        key = entry.key
+        version = secrets.token_hex(8)
+        written: list[str] = []
+        with self._reaching() as client:
+            try:
+                length = self._write(client, key, version, body, written)
+                self._publish(client, entry, version, written, length)
+            except BaseException:
+                if written:
+                    # Best effort: if Redis is gone too, the expiry cleans up.
+                    with contextlib.suppress(Exception):
+                        client.delete(*written)
+                raise
+        self._apply_bounds()
+
+    def _apply_bounds(self) -> None:
+        """Evict least recently used entries while the count or byte bound is exceeded."""
+        limit, room = self.bounds.cache_size, self.bounds.max_bytes
+        lru, total = self._book("lru"), self._book("bytes")
+        with self._reaching() as client:
+            self._forget_expired(client)
+            while True:
+                pipe = client.pipeline(transaction=False)
+                pipe.zcard(lru)
+                pipe.get(total)
+                count, used = pipe.execute()
+                if (limit is None or count <= limit) and (room is None or int(used or 0) <= room):
+                    return
+                popped = client.zpopmin(lru)
+                if not popped:
+                    return
+                key = _decode(_text(cast(bytes, popped[0][0])))
+                if key is None:
+                    continue
+                raw = client.hget(self._key("entry", key), "entry")
+                if self.erase(key) and raw is not None:
+                    self.evicted(Entry.from_json(cast(bytes, raw)))
+                else:  # Redis expired it by itself: only its bookkeeping is left
+                    self._unbook(client, key)
+
+    def _forget_expired(self, client: redis.Redis) -> None:
+        """Drop the bookkeeping of entries that Redis expired by itself."""
+        expiry = self._book("expiry")
+        now = self.bounds.clock()
+        names = cast(list[bytes], client.zrangebyscore(expiry, "-inf", now, start=0, num=1000))
+        for name in names:
+            key = _decode(_text(name))
+            if key is not None and not client.exists(self._key("entry", key)):
+                self._unbook(client, key)
+            client.zrem(expiry, name)
+
+    def _write(
+        self, client: redis.Redis, key: str, version: str, body: Body | None, written: list[str]
+    ) -> int:
+        """Append ``body`` to the ``tmp`` segments, one chunk per round trip."""
+        length = 0
+        if body is None:
+            return length
+        for piece in _pieces(body, self._chunk_bytes):
+            while piece:
+                index, offset = divmod(length, _SEGMENT_BYTES)
+                if index == len(written):
+                    written.append(self._segment("tmp", key, version, index))
+                part, piece = piece[: _SEGMENT_BYTES - offset], piece[_SEGMENT_BYTES - offset :]
+                pipe = client.pipeline(transaction=False)
+                pipe.append(written[index], part)
+                pipe.expire(written[index], _WRITE_SECONDS)
+                pipe.execute()
+                length += len(part)
+        return length
+
+    def _publish(
+        self, client: redis.Redis, entry: Entry, version: str, tmp: list[str], length: int
+    ) -> None:
+        key = entry.key
+        entry_key, gone_key = self._key("entry", key), self._mark("gone:" + key)
+        bodies = self._segments("body", key, version, len(tmp))
+        sizes, total = self._book("sizes"), self._book("bytes")
+
+        def publish(pipe: Pipeline) -> None:
+            old = pipe.hmget(entry_key, _HASH_FIELDS)
+            old_size = int(pipe.hget(sizes, _encode(key)) or 0)
+            if tmp and pipe.exists(*tmp) != len(tmp):
+                raise BackendUnavailable(
+                    f"Redis at {self._where()} dropped part of entry {key} before it was "
+                    "published (maxmemory eviction?); register it again"
+                )
+            pipe.multi()
+            for source, target in zip(tmp, bodies, strict=True):
+                pipe.rename(source, target)
+            if entry.expires is None:
+                # RENAME keeps the expiry of the tmp key.
+                for target in bodies:
+                    pipe.persist(target)
+                pipe.delete(gone_key)
+            else:
+                at_ms = int(entry.expires * 1000)
+                for target in bodies:
+                    pipe.pexpireat(target, at_ms)
+                # The tombstone is laid now, to outlive the entry: 410 once it expired.
+                left = entry.expires + GONE_SECONDS - time.time()
+                pipe.set(gone_key, b"1", px=max(1, int(left * 1000)))
+            pipe.delete(entry_key, self._mark("claim:" + key))
+            pipe.zadd(self._book("lru"), {_encode(key): time.time()})
+            pipe.hset(sizes, _encode(key), entry.size)
+            pipe.incrby(total, entry.size - old_size)
+            if entry.expires is not None:
+                pipe.zadd(self._book("expiry"), {_encode(key): entry.expires})
+            pipe.hset(
+                entry_key,
+                mapping={
+                    "entry": entry.to_json(),
+                    "body": version if tmp else "",
+                    "length": length,
+                    "segment": _SEGMENT_BYTES,
+                },
+            )
+            if entry.expires is not None:
+                pipe.pexpireat(entry_key, int(entry.expires * 1000))
+            self._retire(pipe, key, old)
+
+        # Watching the tmp segments aborts the publication if Redis drops one of them
+        # between the check above and EXEC.
+        client.transaction(publish, entry_key, sizes, *tmp)
+
+    def _retire(self, pipe: Pipeline, key: str, fields: list[Any]) -> None:
+        """Queue the expiry of a body no entry points to any more."""
+        version, length, segment = fields[1], fields[2], fields[3]
+        if not version or not length or not segment:
+            return
+        count = math.ceil(int(length) / int(segment))
+        for name in self._segments("body", key, _text(version), count):
+            pipe.expire(name, self._linger_seconds)
+
+    def read(self, key: str) -> tuple[Entry, BinaryIO | None]:
+        with self._reaching() as client:
+            pipe = client.pipeline(transaction=True)
+            pipe.hmget(self._key("entry", key), _HASH_FIELDS)
+            pipe.zadd(self._book("lru"), {_encode(key): time.time()}, xx=True)
+            fields, _ = pipe.execute()
+            raw, version, length_text, segment_text = fields
+            if raw is None:
+                raise EntryNotFound(f"no entry {key} is stored")
+            entry = Entry.from_json(raw)
+            length = int(length_text or 0)
+            if entry.kind != "body" or entry.lazy:
+                return entry, None
+            if not version or length == 0:
+                return entry, reader(b"")
+            segment = int(segment_text)
+            count = math.ceil(length / segment)
+            names = self._segments("body", key, _text(version), count)
+            if len(names) == 1 and length <= self._chunk_bytes:
+                # Small: one read, and the stream no longer depends on Redis.
+                data = client.get(names[0])
+                if not isinstance(data, bytes) or len(data) != length:
+                    raise _lost(key)
+                return entry, reader(data)
+            pipe = client.pipeline(transaction=False)
+            for name in names:
+                pipe.strlen(name)
+            sizes = pipe.execute()
+        expected = [min(segment, length - n * segment) for n in range(len(names))]
+        if sizes != expected:
+            raise _lost(key)
+        return entry, cast(BinaryIO, RedisBodyReader(self, key, names, segment, length))
+
+    def read_range(self, name: str, start: int, stop: int) -> bytes:
+        """Bytes ``start:stop`` of the body segment ``name``; extends a lingering expiry."""
+        with self._reaching() as client:
+            pipe = client.pipeline(transaction=False)
+            pipe.getrange(name, start, stop - 1)
+            pipe.pttl(name)
+            data, ttl_ms = pipe.execute()
+            linger_ms = self._linger_seconds * 1000
+            if 0 <= ttl_ms < linger_ms // 2:
+                client.pexpire(name, linger_ms)
+        return bytes(data)
+
+    def erase(self, key: str) -> bool:
+        entry_key = self._key("entry", key)
+
+        def drop(pipe: Pipeline) -> bool:
+            fields = pipe.hmget(entry_key, _HASH_FIELDS)
+            pipe.multi()
+            if fields[0] is None:
+                return False
+            pipe.delete(entry_key)
+            self._unbook(pipe, key)
+            self._retire(pipe, key, fields)
+            return True
+
+        with self._reaching() as client:
+            # redis-py types the callable as returning None; the value comes back as is.
+            found = client.transaction(cast(Any, drop), entry_key, value_from_callable=True)
+        return bool(found)
+
+    def _unbook(self, pipe: Any, key: str) -> None:
+        """Remove ``key`` from the bound bookkeeping (in a pipeline or directly)."""
+        sizes, total = self._book("sizes"), self._book("bytes")
+        encoded = _encode(key)
+        size = self._redis().hget(sizes, encoded)
+        pipe.zrem(self._book("lru"), encoded)
+        pipe.zrem(self._book("expiry"), encoded)
+        pipe.hdel(sizes, encoded)
+        if size is not None:
+            pipe.decrby(total, int(size))
+
+    def entries(self) -> list[Entry]:
+        prefix = f"{self._namespace}:entry:"
+        found: list[Entry] = []
+        with self._reaching() as client:
+            # The pattern holds the namespace only, whose letters are not glob syntax.
+            names = [
+                name
+                for name in client.scan_iter(match=prefix + "*", count=1000)
+                if _decode(_text(name)[len(prefix) :]) is not None
+            ]
+            pipe = client.pipeline(transaction=False)
+            for name in names:
+                pipe.hget(name, "entry")
+            # A key of another kind under our prefix is skipped, not fatal.
+            for raw in pipe.execute(raise_on_error=False):
+                if isinstance(raw, bytes):
+                    found.append(Entry.from_json(raw))
+        return found
+
+    def mark_get(self, name: str) -> str | None:
+        with self._reaching() as client:
+            value = client.get(self._mark(name))
+        return None if value is None else _text(value)
+
+    def mark_set(self, name: str, value: str, ttl: float | None = None) -> None:
+        with self._reaching() as client:
+            client.set(self._mark(name), value, px=None if ttl is None else int(ttl * 1000))
+
+    def mark_add(self, name: str, value: str, ttl: float | None = None) -> bool:
+        with self._reaching() as client:
+            px = None if ttl is None else int(ttl * 1000)
+            return bool(client.set(self._mark(name), value, nx=True, px=px))
+
+    def mark_delete(self, name: str) -> None:
+        with self._reaching() as client:
+            client.delete(self._mark(name))
+
+    def mark_incr(self, name: str, amount: int = 1) -> int:
+        with self._reaching() as client:
+            return int(client.incrby(self._mark(name), amount))
+
+
+class RedisBodyReader(io.RawIOBase):
+    """A read-only, seekable stream over a body in Redis, fetched piece by piece.
+
+    Each read sends ``GETRANGE`` for at most the cache's ``chunk_bytes``, so memory
+    stays flat whatever the size, and a seek costs nothing. A body that vanished
+    while being read (evicted, or deleted and lingered out) raises ``OSError``
+    instead of returning fewer bytes than the entry has.
+    """
+
+    def __init__(
+        self, cache: CacheRedis, key: str, names: list[str], segment: int, length: int
+    ) -> None:
+        super().__init__()
+        self._cache = cache
+        self._key = key
+        self._names = names
+        self._segment = segment
+        self._length = length
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self.closed:
+            raise ValueError("read from a closed body stream")
+        end = self._length if size is None or size < 0 else min(self._length, self._pos + size)
+        parts: list[bytes] = []
+        while self._pos < end:
+            index, offset = divmod(self._pos, self._segment)
+            count = min(self._cache.chunk_bytes, end - self._pos, self._segment - offset)
+            data = self._cache.read_range(self._names[index], offset, offset + count)
+            if len(data) != count:
+                raise OSError(
+                    f"the body of entry {self._key} vanished from Redis while being read, "
+                    f"at byte {self._pos} of {self._length}"
+                )
+            parts.append(data)
+            self._pos += count
+        if len(parts) == 1:
+            return parts[0]
+        return b"".join(parts)
+
+    def readall(self) -> bytes:
+        return self.read()
+
+    def readinto(self, target: Any) -> int:
+        view = memoryview(target).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            pos = offset
+        elif whence == io.SEEK_CUR:
+            pos = self._pos + offset
+        elif whence == io.SEEK_END:
+            pos = self._length + offset
+        else:
+            raise ValueError(f"whence must be 0, 1 or 2, not {whence!r}")
+        if pos < 0:
+            raise ValueError("cannot seek before the start of the body")
+        self._pos = pos
+        return pos
+
+    def tell(self) -> int:
+        return self._pos
+
+
+def _encode(key: str) -> str:
+    """The part of a Redis key that names the entry ``key``."""
+    if is_valid_key(key):
+        return key
+    if not isinstance(key, str):
+        raise TypeError(f"an entry key must be a str, not {type(key).__name__}")
+    return "." + key.encode("utf-8", "surrogatepass").hex()
+
+
+def _decode(part: str) -> str | None:
+    """The entry key named by ``part``, or ``None`` if no key of ours makes it."""
+    if is_valid_key(part):
+        return part
+    if not part.startswith("."):
+        return None
+    try:
+        key = bytes.fromhex(part[1:]).decode("utf-8", "surrogatepass")
+    except ValueError:
+        return None
+    # Only the exact spelling _encode makes (fromhex also takes spaces, upper case).
+    return key if _encode(key) == part else None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _lost(key: str) -> EntryGone:
+    return EntryGone(f"the body of entry {key} is no longer in Redis (evicted or expired)")
+
+
+def _pieces(body: Body, size: int) -> Iterator[bytes | memoryview]:
+    """``body`` in pieces of at most ``size`` bytes, without copying ``bytes``."""
+    if isinstance(body, bytes):
+        view = memoryview(body)
+        for start in range(0, len(view), size):
+            yield view[start : start + size]
+        return
+    while data := body.read(size):
+        if not isinstance(data, (bytes, bytearray)):
+            raise TypeError("a body stream must be opened in binary mode")
+        yield bytes(data)
+
+
+def _plain(settings: dict[str, Any]) -> dict[str, Any]:
+    """The connection settings that make sense in another process.
+
+    Objects (retry policies, credential providers, redis-py's own bookkeeping) stay
+    behind; the receiving process uses redis-py's defaults for them.
+    """
+    return {
+        name: value
+        for name, value in settings.items()
+        if isinstance(value, (str, bytes, int, float, bool, type(None)))
+        and not name.startswith("orig_")
+    }
+
+
+def _check_positive_int(name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be an int of at least 1, got {value!r}")

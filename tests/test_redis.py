@@ -1,0 +1,755 @@
+"""CacheRedis against a real redis-server: chunked writes, atomic publication, ranged
+reads, processes, outages and memory. The contract and HTTP suites run on it too
+(see backends.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import multiprocessing
+import os
+import pickle
+import select
+import string
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import flask
+import psutil
+import pytest
+import requests
+from redis_server import NAMESPACE, RedisServer, redis_server, redis_url, running_redis  # noqa: F401
+from servers import gunicorn, pattern
+
+import dash_file_cache as dfc
+from dash_file_cache._keys import new_key
+from dash_file_cache.entry import Entry
+
+KIB, MIB = 1 << 10, 1 << 20
+
+
+def make_entry(size: int, **changes: Any) -> Entry:
+    entry = Entry(
+        key=new_key(),
+        size=size,
+        mime_type="application/octet-stream",
+        content_type="application/octet-stream",
+        file_name="x.bin",
+        created=time.time(),
+        etag=new_key(),
+    )
+    return entry.replace(**changes)
+
+
+def read_all(cache: dfc.CacheAbstract, key: str) -> bytes:
+    _, stream = cache.get(key)
+    assert stream is not None
+    with stream:
+        return stream.read()
+
+
+class PatternStream(io.RawIOBase):
+    """``pattern(size, seed)`` as a stream, made on the fly; ``before_read`` runs first."""
+
+    def __init__(
+        self, size: int, seed: int = 0, before_read: Callable[[int], None] | None = None
+    ) -> None:
+        super().__init__()
+        self._size = size
+        self._pos = 0
+        self._block = pattern(251 + 4 * MIB, seed)
+        self._before_read = before_read
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self._before_read is not None:
+            self._before_read(self._pos)
+        limit = 4 * MIB if size is None or size < 0 else min(size, 4 * MIB)
+        count = min(limit, self._size - self._pos)
+        start = self._pos % 251
+        self._pos += count
+        return self._block[start : start + count]
+
+
+def server_stats(server: RedisServer) -> dict[str, int]:
+    """Calls per command and bytes sent to clients, from the server's own counters."""
+    with server.client() as client:
+        commands = client.info("commandstats")
+        sent = client.info("stats")["total_net_output_bytes"]
+    stats = {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in commands.items()}
+    stats["net_output_bytes"] = int(sent)
+    return stats
+
+
+def spy_client(url: str, sizes: list[tuple[str, int]]) -> Any:
+    """A redis-py client recording, per command sent, its name and largest argument."""
+    import redis
+
+    def record(args: tuple[Any, ...]) -> None:
+        largest = max(
+            (len(a) for a in args[1:] if isinstance(a, (bytes, bytearray, memoryview, str))),
+            default=0,
+        )
+        sizes.append((str(args[0]).upper(), largest))
+
+    class SpyConnection(redis.connection.Connection):
+        def pack_command(self, *args: Any) -> Any:
+            record(args)
+            return super().pack_command(*args)
+
+        def pack_commands(self, commands: Any) -> Any:
+            for args in commands:
+                record(tuple(args))
+            return super().pack_commands(commands)
+
+    pool = redis.ConnectionPool.from_url(url, connection_class=SpyConnection)
+    return redis.Redis(connection_pool=pool)
+
+
+@pytest.fixture
+def cache(redis_url: str) -> Iterator[dfc.CacheRedis]:
+    made = dfc.CacheRedis(redis_url, namespace=NAMESPACE)
+    yield made
+    made.close()
+
+
+# Writing ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["bytes", "stream"])
+def test_bodies_travel_in_commands_no_larger_than_chunk_bytes(
+    redis_server: RedisServer, kind: str
+) -> None:
+    sizes: list[tuple[str, int]] = []
+    body = pattern(MIB + 1234, seed=1)
+    client = spy_client(redis_server.url, sizes)
+    cache = dfc.CacheRedis(client, namespace=NAMESPACE, chunk_bytes=64 * KIB)
+    try:
+        before = server_stats(redis_server)
+        entry = make_entry(len(body))
+        cache.put(entry, body if kind == "bytes" else io.BytesIO(body))
+        after = server_stats(redis_server)
+        assert read_all(cache, entry.key) == body
+    finally:
+        client.close()
+    appends = math.ceil(len(body) / (64 * KIB))
+    assert after.get("append", 0) - before.get("append", 0) == appends
+    assert [name for name, _ in sizes].count("APPEND") == appends
+    assert max(size for _, size in sizes) <= 64 * KIB
+    assert sum(1 for name, _ in sizes if name == "GETRANGE") == appends
+
+
+def test_a_body_larger_than_a_segment_spans_several_keys(
+    cache: dfc.CacheRedis, redis_server: RedisServer
+) -> None:
+    body = pattern(20 * MIB, seed=2)
+    entry = make_entry(len(body))
+    cache.put(entry, body)
+    with redis_server.client() as client:
+        segments = sorted(client.scan_iter(match=f"{NAMESPACE}:body:{entry.key}:*"))
+        lengths = [client.strlen(name) for name in segments]
+    assert len(segments) == 2
+    assert max(lengths) < 16 * MIB
+    assert sum(lengths) == len(body)
+    _, stream = cache.get(entry.key)
+    assert stream is not None
+    with stream:
+        edge = lengths[0]  # the first byte of the second segment
+        stream.seek(edge - 10)
+        assert stream.read(20) == body[edge - 10 : edge + 10]
+        stream.seek(0)
+        assert hashlib.sha256(stream.read()).digest() == hashlib.sha256(body).digest()
+
+
+def test_readers_never_see_a_partial_entry(redis_url: str) -> None:
+    writer = dfc.CacheRedis(redis_url, namespace=NAMESPACE, chunk_bytes=64 * KIB)
+    reader = dfc.CacheRedis(redis_url, namespace=NAMESPACE)
+    size = 2 * MIB
+    entry = make_entry(size)
+    new_body = pattern(size, 4)
+    seen: list[str] = []
+    done = threading.Event()
+    failures: list[BaseException] = []
+
+    def observe(expected: bytes | None) -> str:
+        try:
+            data = read_all(reader, entry.key)
+        except dfc.EntryNotFound as exc:
+            assert expected is None and not isinstance(exc, dfc.EntryGone)
+            return "missing"
+        if data == new_body:
+            return "new"
+        assert data == expected
+        return "old"
+
+    def poll(expected: bytes | None) -> None:
+        try:
+            while not done.is_set():
+                seen.append(observe(expected))
+        except BaseException as exc:  # re-raised in the test thread below
+            failures.append(exc)
+
+    def write_while_watching(old: bytes | None) -> None:
+        at_chunk: list[str] = []
+        body = PatternStream(size, 4, before_read=lambda _: at_chunk.append(observe(old)))
+        done.clear()
+        thread = threading.Thread(target=poll, args=(old,))
+        thread.start()
+        try:
+            writer.put(entry, body)
+        finally:
+            done.set()
+            thread.join(timeout=30)
+        assert failures == []
+        assert set(seen) <= {"missing", "old", "new"}
+        # At every chunk boundary of the write: the previous state, complete.
+        assert len(at_chunk) >= size // (64 * KIB)
+        assert set(at_chunk) == {"missing" if old is None else "old"}
+        assert observe(old) == "new"
+        assert reader.keys().count(entry.key) == 1
+
+    try:
+        write_while_watching(None)
+        old = pattern(size, 3)
+        writer.put(entry, old)
+        write_while_watching(old)
+    finally:
+        writer.close()
+        reader.close()
+
+
+def test_a_reader_racing_deletes_finds_the_entry_or_its_tombstone(redis_url: str) -> None:
+    writer = dfc.CacheRedis(redis_url, namespace=NAMESPACE)
+    reader = dfc.CacheRedis(redis_url, namespace=NAMESPACE)
+    current: list[str] = []
+    stop = threading.Event()
+    outcomes: dict[str, int] = {"found": 0, "gone": 0}
+    plain_misses: list[str] = []
+
+    def poll() -> None:
+        while not stop.is_set():
+            if not current:
+                continue
+            key = current[-1]
+            try:
+                reader.info(key)
+                outcomes["found"] += 1
+            except dfc.EntryGone:
+                outcomes["gone"] += 1
+            except dfc.EntryNotFound:
+                plain_misses.append(key)
+
+    thread = threading.Thread(target=poll)
+    thread.start()
+    try:
+        for _ in range(300):
+            entry = make_entry(1)
+            writer.put(entry, b"x")
+            current.append(entry.key)
+            writer.delete(entry.key)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        writer.close()
+        reader.close()
+    assert plain_misses == []
+    assert outcomes["gone"] > 0
+
+
+def test_a_failed_write_leaves_nothing_behind(
+    cache: dfc.CacheRedis, redis_server: RedisServer
+) -> None:
+    def explode(pos: int) -> None:
+        if pos >= 3 * MIB:
+            raise OSError("the producer failed")
+
+    entry = make_entry(8 * MIB)
+    with pytest.raises(OSError, match="producer failed"):
+        cache.put(entry, PatternStream(8 * MIB, before_read=explode))
+    with pytest.raises(dfc.EntryNotFound):
+        cache.get(entry.key)
+    with redis_server.client() as client:
+        assert list(client.scan_iter(match=f"{NAMESPACE}:*")) == []
+
+
+_KILLED_WRITER = """
+import io, sys, time
+import dash_file_cache as dfc
+from dash_file_cache._keys import new_key
+from dash_file_cache.entry import Entry
+
+class Stalling(io.RawIOBase):
+    sent = 0
+    def readable(self):
+        return True
+    def read(self, size=-1):
+        if self.sent >= 2 << 20:
+            print(entry.key, flush=True)
+            time.sleep(600)  # until the test kills this process
+        self.sent += 1 << 16
+        return b"x" * (1 << 16)
+
+cache = dfc.CacheRedis(sys.argv[1], namespace=sys.argv[2], chunk_bytes=1 << 16)
+entry = Entry(new_key(), 4 << 20, "a/b", "a/b", "x.bin", time.time())
+cache.put(entry, Stalling())
+"""
+
+
+def test_a_killed_writer_leaves_only_keys_that_expire(
+    cache: dfc.CacheRedis, redis_server: RedisServer
+) -> None:
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_WRITER, redis_server.url, NAMESPACE],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+    )
+    try:
+        assert writer.stdout is not None
+        ready, _, _ = select.select([writer.stdout], [], [], 60)
+        assert ready, "the writer did not reach the middle of its body"
+        key = writer.stdout.readline().decode().strip()
+        writer.kill()
+        writer.wait(timeout=10)
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+            writer.wait(timeout=10)
+        if writer.stdout is not None:
+            writer.stdout.close()
+    with redis_server.client() as client:
+        leftover = list(client.scan_iter(match=f"{NAMESPACE}:*"))
+        assert len(leftover) == 1
+        assert leftover[0].startswith(f"{NAMESPACE}:tmp:{key}:".encode())
+        assert client.strlen(leftover[0]) == 2 << 20
+        assert 0 < client.ttl(leftover[0]) <= 3600
+    assert cache.keys() == []
+    with pytest.raises(dfc.EntryNotFound):
+        cache.get(key)
+
+
+# Reading ---------------------------------------------------------------------------
+
+
+def test_range_reads_of_a_64_mb_entry_fetch_only_their_bytes(
+    cache: dfc.CacheRedis, redis_server: RedisServer
+) -> None:
+    app = flask.Flask("ranged")
+    service = dfc.ServiceData(cache)
+    service.serve(app)
+    body = pattern(64 * MIB, seed=6)
+    address = service.register(body)
+    client = app.test_client()
+
+    def fetched(action: Callable[[], bytes], expected: bytes) -> tuple[int, int]:
+        """GETRANGE calls and bytes Redis sent (INFO answers included) for ``action``."""
+        before = server_stats(redis_server)
+        assert action() == expected
+        after = server_stats(redis_server)
+        calls = after.get("getrange", 0) - before.get("getrange", 0)
+        return calls, after["net_output_bytes"] - before["net_output_bytes"]
+
+    def stream_read() -> bytes:
+        _, stream = cache.get(address.split("uid=")[1])
+        assert stream is not None
+        with stream:
+            stream.seek(50_000_000)
+            return stream.read(100)
+
+    def http_get(header: str) -> Callable[[], bytes]:
+        def get() -> bytes:
+            resp = client.get(address, headers={"Range": header}, buffered=True)
+            assert resp.status_code == 206
+            return bytes(resp.data)
+
+        return get
+
+    calls, sent = fetched(stream_read, body[50_000_000:50_000_100])
+    assert (calls, sent < 64 * KIB) == (1, True)
+    calls, sent = fetched(http_get("bytes=-100"), body[-100:])
+    assert (calls, sent < 64 * KIB) == (1, True)
+    # The view reads whole chunks from the stream (it does not tell it where the
+    # range ends), so a range inside the file costs at most one chunk, never the file.
+    calls, sent = fetched(http_get("bytes=50000000-50000099"), body[50_000_000:50_000_100])
+    assert calls <= 2
+    assert sent < service.chunk_bytes + 64 * KIB
+
+
+def test_a_body_that_vanishes_mid_stream_raises_rather_than_truncates(
+    cache: dfc.CacheRedis, redis_server: RedisServer
+) -> None:
+    body = pattern(3 * MIB, seed=7)
+    entry = make_entry(len(body))
+    cache.put(entry, body)
+    _, stream = cache.get(entry.key)
+    assert stream is not None
+    with stream:
+        assert stream.read(MIB) == body[:MIB]
+        with redis_server.client() as client:  # as maxmemory eviction would
+            client.delete(*client.scan_iter(match=f"{NAMESPACE}:body:*"))
+        with pytest.raises(OSError, match="vanished"):
+            stream.read(MIB)
+
+
+def test_an_entry_whose_body_was_evicted_answers_410(
+    cache: dfc.CacheRedis, redis_server: RedisServer
+) -> None:
+    app = flask.Flask("evicted")
+    service = dfc.ServiceData(cache)
+    service.serve(app)
+    small, large = service.register(b"small"), service.register(pattern(3 * MIB))
+    with redis_server.client() as client:
+        client.delete(*client.scan_iter(match=f"{NAMESPACE}:body:*"))
+    for address in (small, large):
+        assert app.test_client().get(address, buffered=True).status_code == 410
+
+
+def test_a_download_under_way_survives_replace_and_delete(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    cache = dfc.CacheRedis(redis_url, namespace=NAMESPACE, linger_seconds=100)
+    old, new = pattern(3 * MIB, seed=8), pattern(3 * MIB, seed=9)
+    entry = make_entry(len(old))
+    try:
+        cache.put(entry, old)
+        _, first = cache.get(entry.key)
+        assert first is not None
+        with first:
+            assert first.read(MIB) == old[:MIB]
+            cache.put(entry, new)
+            assert read_all(cache, entry.key) == new
+            _, second = cache.get(entry.key)
+            assert second is not None
+            with second:
+                assert second.read(MIB) == new[:MIB]
+                cache.delete(entry.key)
+                with redis_server.client() as client:
+                    lingering = sorted(client.scan_iter(match=f"{NAMESPACE}:body:*"))
+                    assert lingering and all(0 < client.pttl(n) <= 100_000 for n in lingering)
+                    for name in lingering:  # close to the end of the grace period
+                        client.pexpire(name, 10_000)
+                    assert second.read(MIB) == new[MIB : 2 * MIB]
+                    assert first.read() == old[MIB:]
+                    # Reading renewed the grace period of what it read.
+                    renewed = [client.pttl(n) for n in lingering]
+                assert second.read() == new[2 * MIB :]
+        assert sum(ttl > 50_000 for ttl in renewed) >= 2
+        with pytest.raises(dfc.EntryGone):
+            cache.get(entry.key)
+    finally:
+        cache.close()
+
+
+def test_expiring_entry_becomes_gone(cache: dfc.CacheRedis, redis_server: RedisServer) -> None:
+    expires = time.time() + 600
+    entry = make_entry(3 * MIB, expires=expires)
+    cache.put(entry, pattern(3 * MIB))
+    entry_key = f"{NAMESPACE}:entry:{entry.key}"
+    with redis_server.client() as client:
+        names = list(client.scan_iter(match=f"{NAMESPACE}:*:{entry.key}*"))
+        assert len(names) == 3  # the entry, its body, its tombstone-to-be
+        kinds = [name.split(b":")[1:3] for name in names]
+        ttls = {
+            kind[1] if kind[0] == b"mark" else kind[0]: client.pttl(name) / 1000
+            for kind, name in zip(kinds, names, strict=True)
+        }
+        assert abs(ttls[b"entry"] - 600) < 30
+        assert abs(ttls[b"body"] - 600) < 30
+        assert abs(ttls[b"gone"] - 600 - 24 * 3600) < 30
+        client.pexpire(entry_key, 1)  # as if the ten minutes had passed
+        deadline = time.monotonic() + 10
+        while client.exists(entry_key) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    with pytest.raises(dfc.EntryGone):
+        cache.get(entry.key)
+    assert cache.keys() == []
+
+
+def test_claims_expire_and_are_exclusive(cache: dfc.CacheRedis, redis_server: RedisServer) -> None:
+    entry = make_entry(1, one_time=True)
+    cache.put(entry, b"x")
+    assert cache.claim(entry.key) is True
+    elsewhere = dfc.CacheRedis(redis_server.url, namespace=NAMESPACE)
+    assert elsewhere.claim(entry.key) is False
+    elsewhere.close()
+    with redis_server.client() as client:
+        assert 0 < client.ttl(f"{NAMESPACE}:mark:claim:{entry.key}") <= 6 * 3600
+    assert cache.claim(new_key()) is False
+    with redis_server.client() as client:
+        assert list(client.scan_iter(match=f"{NAMESPACE}:mark:claim:*")) == [
+            f"{NAMESPACE}:mark:claim:{entry.key}".encode()
+        ]
+
+
+def test_keys_are_namespaced_and_no_other_text_reaches_a_redis_key(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    mine = dfc.CacheRedis(redis_url, namespace=NAMESPACE)
+    other = dfc.CacheRedis(redis_url, namespace=NAMESPACE + ":other")
+    try:
+        a, b = make_entry(1), make_entry(1)
+        mine.put(a, b"a")
+        other.put(b, b"b")
+        with redis_server.client() as client:
+            client.hset(f"{NAMESPACE}:entry:not-an-id", "entry", "{}")
+            client.set(f"{NAMESPACE}:entry:*", b"")
+            client.set(f"{NAMESPACE}:entry:.6 1", b"")
+            client.set(f"{NAMESPACE}:tmp:{new_key()}:0:0", b"half")
+        assert mine.keys() == [a.key]
+        assert other.keys() == [b.key]
+        with pytest.raises(dfc.EntryNotFound):
+            mine.get(b.key)
+        hostile = ["*", "not-an-id", "../" + a.key, a.key + "*", "a:b", "", ".61", "[x]?"]
+        for key in hostile:
+            with pytest.raises(dfc.EntryNotFound):
+                mine.get(key)
+            assert mine.delete(key) is False
+            assert mine.claim(key) is False
+        # Keys chosen by code (the 0.2.0 dump/load names) are stored, encoded.
+        for n, key in enumerate(hostile):
+            mine.put(make_entry(1, key=key), bytes([n]))
+        assert sorted(mine.keys()) == sorted([a.key, *hostile])
+        assert [read_all(mine, key) for key in hostile] == [bytes([n]) for n in range(8)]
+        with redis_server.client() as client:
+            client.delete(
+                f"{NAMESPACE}:entry:not-an-id", f"{NAMESPACE}:entry:*", f"{NAMESPACE}:entry:.6 1"
+            )
+            names = [name.decode() for name in client.scan_iter(match=f"{NAMESPACE}:*")]
+        allowed = set(string.ascii_letters + string.digits + "_-.:")
+        assert all(set(name) <= allowed for name in names), names
+    finally:
+        mine.close()
+        other.close()
+
+
+# Configuration, pickling, processes ----------------------------------------------------
+
+
+def test_constructor_checks_its_arguments(redis_url: str) -> None:
+    import redis
+
+    with pytest.raises(ValueError, match="namespace"):
+        dfc.CacheRedis(redis_url, namespace="a*b")
+    with pytest.raises(ValueError, match="namespace"):
+        dfc.CacheRedis(redis_url, namespace="")
+    with pytest.raises(ValueError, match="chunk_bytes"):
+        dfc.CacheRedis(redis_url, chunk_bytes=0)
+    with pytest.raises(ValueError, match="linger_seconds"):
+        dfc.CacheRedis(redis_url, linger_seconds=True)
+    with pytest.raises(TypeError, match="client_or_url"):
+        dfc.CacheRedis(42)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        dfc.CacheRedis("http://127.0.0.1:1/")
+    decoding = redis.Redis.from_url(redis_url, decode_responses=True)
+    with decoding, pytest.raises(ValueError, match="decode_responses"):
+        dfc.CacheRedis(decoding)
+
+
+def test_without_redis_py_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "redis", None)
+    with pytest.raises(ImportError, match=r"dash-file-cache\[redis\]"):
+        dfc.CacheRedis()
+
+
+def test_importing_the_package_does_not_import_redis() -> None:
+    code = "import sys, dash_file_cache; sys.exit('redis' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+def test_repr_shows_no_password_and_the_state_holds_only_settings() -> None:
+    cache = dfc.CacheRedis("redis://user:s3cret@127.0.0.1:1/2", namespace="ns")
+    assert "s3cret" not in repr(cache)
+    assert "127.0.0.1:1/2" in repr(cache)
+    state = cache.__getstate__()
+    assert state["url"] == "redis://user:s3cret@127.0.0.1:1/2"
+    assert not any(hasattr(value, "connection_pool") for value in state.values())
+    cache.close()
+
+
+def test_unpickled_caches_reconnect_from_their_settings(redis_url: str) -> None:
+    import redis
+
+    body = pattern(3 * MIB, seed=10)
+    with redis.Redis.from_url(redis_url, socket_timeout=7) as client:
+        given = dfc.CacheRedis(client, namespace=NAMESPACE)
+        entry = make_entry(len(body))
+        given.put(entry, body)
+        for original in (given, dfc.CacheRedis(redis_url, namespace=NAMESPACE, chunk_bytes=5000)):
+            copy = pickle.loads(pickle.dumps(original))
+            try:
+                assert read_all(copy, entry.key) == body
+                assert copy.chunk_bytes == original.chunk_bytes
+                assert copy.namespace == NAMESPACE
+                assert copy.client is not client
+            finally:
+                copy.close()
+                original.close()
+        copy = pickle.loads(pickle.dumps(given))
+        assert copy.client.connection_pool.connection_kwargs["socket_timeout"] == 7
+        copy.close()
+
+
+def _register_in_child(cache: dfc.CacheRedis, size: int, conn: Any) -> None:
+    service = dfc.ServiceData(cache)
+    conn.send([service.register(pattern(size, seed=11)), service.register(b"small")])
+    conn.close()
+
+
+@pytest.mark.filterwarnings(
+    # Python 3.12+ warns about fork in a process with threads; this test forks on purpose.
+    "ignore:This process .* is multi-threaded:DeprecationWarning"
+)
+@pytest.mark.parametrize("method", ["spawn", "fork"])
+def test_a_child_process_registers_and_the_parent_serves(
+    cache: dfc.CacheRedis, method: str
+) -> None:
+    if method not in multiprocessing.get_all_start_methods():
+        pytest.skip(f"no {method} start method here")
+    app = flask.Flask("parent")
+    service = dfc.ServiceData(cache)
+    service.serve(app)
+    client = app.test_client()
+    # The parent holds pooled connections before the child starts.
+    assert client.get(service.register(b"before"), buffered=True).data == b"before"
+    context = multiprocessing.get_context(method)
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_register_in_child, args=(cache, 3 * MIB, sender))
+    try:
+        child.start()
+        sender.close()
+        assert receiver.poll(60), "the child did not answer"
+        big, small = receiver.recv()
+    finally:
+        receiver.close()
+        child.join(timeout=60)
+        if child.is_alive():
+            child.kill()
+            child.join(timeout=10)
+    assert child.exitcode == 0
+    resp = client.get(big, buffered=True)
+    assert resp.status_code == 200
+    assert resp.data == pattern(3 * MIB, seed=11)
+    assert client.get(small, buffered=True).data == b"small"
+    # The child's exit did not disturb the parent's connections.
+    assert client.get(service.register(b"after"), buffered=True).data == b"after"
+
+
+# Outages -----------------------------------------------------------------------------
+
+
+def test_redis_down_answers_503_and_recovery_needs_no_restart(tmp_path: Path) -> None:
+    with running_redis(tmp_path, "--appendonly", "yes", "--appendfsync", "always") as server:
+        cache = dfc.CacheRedis(server.url, namespace=NAMESPACE)
+        app = flask.Flask("outage")
+        service = dfc.ServiceData(cache)
+        service.serve(app)
+        client = app.test_client()
+        try:
+            kept_small = service.register(b"kept")
+            kept_large = service.register(pattern(3 * MIB, seed=12))
+            assert client.get(kept_small, buffered=True).status_code == 200
+            _, open_stream = cache.get(kept_large.split("uid=")[1])
+            assert open_stream is not None
+
+            server.stop()
+            started = time.monotonic()
+            with pytest.raises(ConnectionError) as info:
+                service.register(b"while down")
+            assert isinstance(info.value, dfc.BackendUnavailable)
+            assert "cannot be reached" in str(info.value)
+            assert time.monotonic() - started < 10
+            for address in (kept_small, kept_large):
+                resp = client.get(address, buffered=True)
+                assert resp.status_code == 503
+                assert resp.headers["Cache-Control"] == "no-store"
+            with open_stream, pytest.raises(OSError):
+                open_stream.read(MIB)
+            with pytest.raises(dfc.BackendUnavailable):
+                cache.keys()
+            with pytest.raises(dfc.BackendUnavailable):
+                cache.claim(new_key())
+
+            server.start()  # same port, same directory: Redis reloads its append-only file
+            resp = client.get(kept_large, buffered=True)
+            assert resp.status_code == 200
+            assert resp.data == pattern(3 * MIB, seed=12)
+            assert client.get(kept_small, buffered=True).data == b"kept"
+            fresh = service.register(b"after the outage")
+            assert client.get(fresh, buffered=True).data == b"after the outage"
+        finally:
+            cache.close()
+
+
+def test_a_full_redis_refuses_registration_with_a_connection_error(tmp_path: Path) -> None:
+    options = ("--maxmemory", "4mb", "--maxmemory-policy", "noeviction")
+    with running_redis(tmp_path, *options) as server:
+        cache = dfc.CacheRedis(server.url, namespace=NAMESPACE)
+        app = flask.Flask("full")
+        service = dfc.ServiceData(cache)
+        service.serve(app)
+        try:
+            kept = service.register(b"small enough")
+            with pytest.raises(ConnectionError, match="refuses the command"):
+                service.register(pattern(8 * MIB))
+            with server.client() as client:  # the partial body was cleaned up
+                assert list(client.scan_iter(match=f"{NAMESPACE}:tmp:*")) == []
+            assert app.test_client().get(kept, buffered=True).data == b"small enough"
+        finally:
+            cache.close()
+
+
+def test_a_connection_broken_under_the_pool_does_not_poison_the_next_call(
+    cache: dfc.CacheRedis, redis_server: RedisServer
+) -> None:
+    entry = make_entry(4)
+    cache.put(entry, b"data")
+    with redis_server.client() as admin:
+        admin.client_kill_filter(_type="normal", skipme=True)
+    assert read_all(cache, entry.key) == b"data"
+
+
+# Memory ------------------------------------------------------------------------------
+
+
+def test_streaming_256_mb_keeps_the_serving_process_flat(
+    redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    size = 256 * MIB
+    writer = dfc.CacheRedis(redis_url, namespace=NAMESPACE)
+    env = {"DFC_BACKEND": "redis", "DFC_REDIS_URL": redis_url, "DFC_REDIS_NAMESPACE": NAMESPACE}
+    try:
+        entry = make_entry(size)
+        writer.put(entry, PatternStream(size, seed=13))
+        small = make_entry(MIB + 1)
+        writer.put(small, pattern(MIB + 1))
+        with gunicorn("live_app:app", "--workers", "1", "--timeout", "120", env=env) as base:
+            worker = psutil.Process(int(requests.get(base + "/health", timeout=10).text))
+            # Warm up: connections, imports and buffers a first download needs anyway.
+            warm = requests.get(f"{base}/cached-data?uid={small.key}", timeout=30)
+            assert warm.content == pattern(MIB + 1)
+            baseline = peak = worker.memory_info().rss
+            expected = PatternStream(size, seed=13)
+            received = 0
+            with requests.get(f"{base}/cached-data?uid={entry.key}", stream=True, timeout=60) as r:
+                assert r.status_code == 200
+                assert r.headers["Content-Length"] == str(size)
+                for n, chunk in enumerate(r.iter_content(MIB)):
+                    assert chunk == expected.read(len(chunk))
+                    received += len(chunk)
+                    if n % 4 == 0:
+                        peak = max(peak, worker.memory_info().rss)
+            peak = max(peak, worker.memory_info().rss)
+    finally:
+        writer.close()
+    growth = (peak - baseline) / MIB
+    with capsys.disabled():
+        print(f"\nRSS growth of the worker streaming 256 MiB from Redis: {growth:.1f} MiB")
+    assert received == size
+    assert growth < 64
