@@ -6,7 +6,22 @@ import io
 from collections.abc import Callable
 from typing import BinaryIO, cast
 
-__all__ = ["BodyIterator", "BufferReader", "reader"]
+__all__ = ["BodyIterator", "BufferReader", "reader", "seek_position"]
+
+
+def seek_position(current: int, length: int, offset: int, whence: int) -> int:
+    """The position a ``seek(offset, whence)`` moves to, for a stream of ``length`` bytes."""
+    if whence == io.SEEK_SET:
+        pos = offset
+    elif whence == io.SEEK_CUR:
+        pos = current + offset
+    elif whence == io.SEEK_END:
+        pos = length + offset
+    else:
+        raise ValueError(f"whence must be 0, 1 or 2, not {whence!r}")
+    if pos < 0:
+        raise ValueError("cannot seek before the start of the stream")
+    return pos
 
 
 class BufferReader(io.RawIOBase):
@@ -43,18 +58,8 @@ class BufferReader(io.RawIOBase):
         return data
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_SET:
-            pos = offset
-        elif whence == io.SEEK_CUR:
-            pos = self._pos + offset
-        elif whence == io.SEEK_END:
-            pos = len(self._view) + offset
-        else:
-            raise ValueError(f"whence must be 0, 1 or 2, not {whence!r}")
-        if pos < 0:
-            raise ValueError("cannot seek before the start of the buffer")
-        self._pos = pos
-        return pos
+        self._pos = seek_position(self._pos, len(self._view), offset, whence)
+        return self._pos
 
     def tell(self) -> int:
         return self._pos

@@ -26,32 +26,12 @@ import pytest
 import requests
 from redis_server import NAMESPACE, RedisServer, redis_server, redis_url, running_redis  # noqa: F401
 from servers import gunicorn, pattern
+from test_contract import make_entry, read_all
 
 import dash_file_cache as dfc
 from dash_file_cache._keys import new_key
-from dash_file_cache.entry import Entry
 
 KIB, MIB = 1 << 10, 1 << 20
-
-
-def make_entry(size: int, **changes: Any) -> Entry:
-    entry = Entry(
-        key=new_key(),
-        size=size,
-        mime_type="application/octet-stream",
-        content_type="application/octet-stream",
-        file_name="x.bin",
-        created=time.time(),
-        etag=new_key(),
-    )
-    return entry.replace(**changes)
-
-
-def read_all(cache: dfc.CacheAbstract, key: str) -> bytes:
-    _, stream = cache.get(key)
-    assert stream is not None
-    with stream:
-        return stream.read()
 
 
 class PatternStream(io.RawIOBase):

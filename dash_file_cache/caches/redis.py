@@ -48,7 +48,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from .._keys import is_valid_key
-from .._streams import reader
+from .._streams import reader, seek_position
 from ..entry import Entry
 from ..errors import BackendUnavailable, EntryGone, EntryNotFound
 from .base import GONE_SECONDS, Body, Bounds, CacheAbstract
@@ -609,18 +609,8 @@ class RedisBodyReader(io.RawIOBase):
         return len(data)
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_SET:
-            pos = offset
-        elif whence == io.SEEK_CUR:
-            pos = self._pos + offset
-        elif whence == io.SEEK_END:
-            pos = self._length + offset
-        else:
-            raise ValueError(f"whence must be 0, 1 or 2, not {whence!r}")
-        if pos < 0:
-            raise ValueError("cannot seek before the start of the body")
-        self._pos = pos
-        return pos
+        self._pos = seek_position(self._pos, self._length, offset, whence)
+        return self._pos
 
     def tell(self) -> int:
         return self._pos
