@@ -494,19 +494,22 @@ def make_view(service: ServiceData) -> Callable[[], flask.Response]:
         cache = service.cache
         try:
             entry, stream = cache.open(uid)
-            if entry.scope == "session" and not session_matches(request, entry.session):
-                # Another browser's entry looks exactly like an unknown one.
+            try:
+                if entry.scope == "session" and not session_matches(request, entry.session):
+                    # Another browser's entry looks exactly like an unknown one.
+                    raise EntryNotFound(uid)
+                if entry.lazy:
+                    resp = answer.lazy(entry, download)
+                elif entry.url is not None:
+                    resp = answer.remote(entry, download)
+                elif stream is None:
+                    raise EntryNotFound(uid)
+                else:
+                    resp = answer.file(entry, stream, download)
+            except BaseException:
                 if stream is not None:
                     stream.close()
-                raise EntryNotFound(uid)
-            if entry.lazy:
-                resp = answer.lazy(entry, download)
-            elif entry.url is not None:
-                resp = answer.remote(entry, download)
-            elif stream is None:
-                raise EntryNotFound(uid)
-            else:
-                resp = answer.file(entry, stream, download)
+                raise
             if resp.status_code in (200, 206) and request.method == "GET":
                 offloaded = "X-Accel-Redirect" in resp.headers or "X-Sendfile" in resp.headers
                 sent = entry.size if offloaded and resp.status_code == 200 else resp.content_length
