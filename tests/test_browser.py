@@ -163,3 +163,37 @@ def test_video_seeks_with_range_requests(dash_duo: Any) -> None:
         starts.append(first)
     # Frames are evenly sized, so 27.5 s of a 30 s clip lies past 80 % of the file.
     assert any(first > size * 8 // 10 for first in starts), f"no range near 27.5 s: {answers}"
+
+
+def _svg(width: int, height: int) -> bytes:
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">'
+        f'<rect width="{width}" height="{height}" fill="teal"/></svg>'
+    ).encode()
+
+
+def test_session_scoped_image_is_private_to_the_browser(dash_duo: Any) -> None:
+    app = dash.Dash(__name__)
+    service = dfc.ServiceData(dfc.CachePlain(8))
+    service.serve(app)
+    app.layout = html.Div([html.Button("Draw", id="draw"), html.Img(id="picture")])
+
+    @app.callback(
+        dash.Output("picture", "src"), dash.Input("draw", "n_clicks"), prevent_initial_call=True
+    )
+    def draw(_: int) -> str:
+        return service.register(_svg(120, 80), mime_type="image/svg+xml", scope="session")
+
+    dash_duo.start_server(app, port=free_port())
+    cookies = {c["name"]: c for c in dash_duo.driver.get_cookies()}
+    assert cookies["dash_file_cache_session"]["httpOnly"] is True
+    dash_duo.find_element("#draw").click()
+    assert natural_size(dash_duo, "#picture") == (120, 80)
+    address = dash_duo.find_element("#picture").get_attribute("src")
+    fetch_status = "return fetch(arguments[0], {credentials: 'include'}).then(r => r.status);"
+    assert dash_duo.driver.execute_script(fetch_status, address) == 200
+    # Another browser session: the same address is unknown to it.
+    dash_duo.driver.delete_all_cookies()
+    assert dash_duo.driver.execute_script(fetch_status, address) == 404
+    # The only console message is the refused fetch.
+    assert all("404" in entry["message"] for entry in dash_duo.get_logs())
