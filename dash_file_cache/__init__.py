@@ -5,6 +5,7 @@ from importlib.metadata import PackageNotFoundError, version
 from .caches import Bounds, CacheAbstract, CacheFile, CachePlain, CacheQueue, CacheRedis
 from .entry import Entry
 from .errors import BackendUnavailable, CacheProcessError, EntryGone, EntryNotFound
+from .memoize import Memoized
 from .service import ServiceData
 
 try:
@@ -24,6 +25,7 @@ __all__ = [
     "Entry",
     "EntryGone",
     "EntryNotFound",
+    "Memoized",
     "ServiceData",
     "__version__",
 ]
