@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import socket
 import threading
 import time
@@ -9,6 +11,7 @@ import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 import requests
 from redis_server import NAMESPACE as REDIS_NAMESPACE
@@ -144,7 +147,7 @@ def test_file_cache_shared_by_four_workers(tmp_path: Path) -> None:
         misses = 0
         pids: set[str] = set()
         with requests.Session() as session:
-            for i in range(200):
+            for i in range(500):
                 size = 1000 + i * 37
                 address = register(base, size=size, seed=i % 200)
                 resp = session.get(address, timeout=30)
@@ -178,7 +181,7 @@ def test_redis_cache_shared_by_four_workers(redis_url: str) -> None:
         "DFC_REDIS_NAMESPACE": REDIS_NAMESPACE,
     }
     with gunicorn("live_app:app", "--workers", "4", env=env) as base:
-        misses, pids = register_then_get(base, 200)
+        misses, pids = register_then_get(base, 500)
     assert misses == 0
     assert len(pids) > 1, "the requests should have reached several workers"
 
@@ -197,3 +200,46 @@ def test_no_misses_while_workers_are_recycled(
     assert misses == 0
     # 500 pairs and 100 health checks over 4 workers of at most 60 requests each.
     assert len(pids) > 8, "the workers should have been replaced many times"
+
+
+def worker_pids(master: psutil.Process) -> set[int]:
+    """The pids of the master's live workers (an exited worker not yet reaped excluded)."""
+    pids = set()
+    for child in master.children():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if child.status() != psutil.STATUS_ZOMBIE:
+                pids.add(child.pid)
+    return pids
+
+
+@pytest.mark.parametrize("backend", ["file", "redis"])
+def test_entries_survive_a_graceful_reload(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    env = {"DFC_BACKEND": backend, "DFC_CACHE_DIR": str(tmp_path / "shared")}
+    if backend == "redis":
+        env["DFC_REDIS_URL"] = request.getfixturevalue("redis_url")
+        env["DFC_REDIS_NAMESPACE"] = REDIS_NAMESPACE
+    with gunicorn("live_app:app", "--workers", "4", env=env) as base, requests.Session() as session:
+        sizes = [1000 + i * 401 for i in range(20)]
+        addresses = [register(base, size=size, seed=i) for i, size in enumerate(sizes)]
+        master = psutil.Process(int(session.get(base + "/health", timeout=10).text)).parent()
+        assert master is not None
+        old = worker_pids(master)
+        assert len(old) == 4
+        # SIGHUP makes the master start four new workers, then stop the old ones
+        # once the new ones run: a reload without downtime, and without memory.
+        master.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while True:
+            current = worker_pids(master)
+            if len(current) == 4 and not current & old:
+                break
+            assert time.monotonic() < deadline, f"old workers {old & current} still run after 30 s"
+            time.sleep(0.05)
+        for i, (address, size) in enumerate(zip(addresses, sizes, strict=True)):
+            resp = session.get(address, timeout=30)
+            assert resp.status_code == 200, (i, resp.text)
+            assert resp.content == pattern(size, seed=i)
+        served_by = {int(session.get(base + "/health", timeout=10).text) for _ in range(20)}
+        assert served_by <= current

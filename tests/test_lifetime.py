@@ -550,3 +550,19 @@ def test_stream_body_into_memory_cache_is_bounded(tmp_path: Path) -> None:
     served = App(dfc.CachePlain(100, max_bytes=2 << 20))
     with pytest.raises(ValueError, match="max_bytes"):
         served.service.register(io.BytesIO(b"x" * (3 << 20)))
+
+
+def test_counters_survive_a_flood_of_gone_marks(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dash_file_cache.caches import memory
+
+    monkeypatch.setattr(memory, "_MAX_MARKS", 10)
+    served = App(dfc.CachePlain(1000))
+    first = served.service.register(b"counted")
+    served.get(first)
+    for _ in range(50):
+        served.service.delete(uid_of(served.service.register(b"x")))
+    stats = served.service.stats()
+    assert stats["hits"] == 1
+    assert stats["deleted"] == 50
+    assert served.service.info(uid_of(first))["hits"] == 1
+    assert served.get(first).status_code == 200

@@ -32,12 +32,18 @@ def read_body(body: Body | bytearray) -> bytes | bytearray:
 
 
 class Marks:
-    """The mark store of the in-memory backends: a bounded dict with lifetimes."""
+    """The mark store of the in-memory backends.
+
+    Marks with a lifetime (ids remembered as gone, claims, locks) sit in a bounded
+    dict whose oldest entries go first; counters (statistics, hits) are kept apart,
+    so that a flood of gone marks can never reset them.
+    """
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         self._lock = threading.Lock()
         self._items: OrderedDict[str, tuple[str, float | None]] = OrderedDict()
+        self._counters: dict[str, int] = {}
 
     def _live(self, name: str) -> str | None:
         item = self._items.get(name)
@@ -57,15 +63,18 @@ class Marks:
 
     def get(self, name: str) -> str | None:
         with self._lock:
+            if name in self._counters:
+                return str(self._counters[name])
             return self._live(name)
 
     def set(self, name: str, value: str, ttl: float | None) -> None:
         with self._lock:
+            self._counters.pop(name, None)
             self._put(name, value, ttl)
 
     def add(self, name: str, value: str, ttl: float | None) -> bool:
         with self._lock:
-            if self._live(name) is not None:
+            if name in self._counters or self._live(name) is not None:
                 return False
             self._put(name, value, ttl)
             return True
@@ -73,11 +82,12 @@ class Marks:
     def delete(self, name: str) -> None:
         with self._lock:
             self._items.pop(name, None)
+            self._counters.pop(name, None)
 
     def incr(self, name: str, amount: int) -> int:
         with self._lock:
-            total = int(self._live(name) or 0) + amount
-            self._put(name, str(total), None)
+            total = self._counters.get(name, 0) + amount
+            self._counters[name] = total
             return total
 
 
