@@ -566,3 +566,36 @@ def test_counters_survive_a_flood_of_gone_marks(monkeypatch: pytest.MonkeyPatch)
     assert stats["deleted"] == 50
     assert served.service.info(uid_of(first))["hits"] == 1
     assert served.get(first).status_code == 200
+
+
+# Dash starts background jobs with fork(); the CacheQueue listener is a thread.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_names_and_memoize_work_from_a_background_child() -> None:
+    import multiprocess
+
+    served = App(dfc.CacheQueue(16))
+    service = served.service
+
+    @service.memoize()
+    def export(n: int) -> bytes:
+        return f"export {n}".encode()
+
+    def job(conn: Any) -> None:
+        first = service.register(b"one", key="report")
+        second = service.register(b"two", key="report")
+        conn.send((first, second, export(1), export(1)))
+
+    context = multiprocess.get_context("fork")
+    receive, send = context.Pipe()
+    child = context.Process(target=job, args=(send,))
+    child.start()
+    try:
+        assert receive.poll(30)
+        first, second, memo_a, memo_b = receive.recv()
+    finally:
+        child.join(30)
+    assert first == second
+    assert served.get(first).data == b"two"
+    assert memo_a == memo_b
+    assert served.get(memo_a).data == b"export 1"
+    assert export(1) == memo_a  # the serving process finds the child's result

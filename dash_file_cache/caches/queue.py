@@ -44,6 +44,10 @@ from .memory import CachePlain
 __all__ = ["CacheQueue"]
 
 _CHUNK = 1 << 20
+# What a child may ask the serving process besides storing an entry.
+_FORWARDED = frozenset(
+    {"delete", "find", "mark_get", "mark_set", "mark_add", "mark_delete", "mark_incr"}
+)
 _sites = BuildSites()
 _instances: weakref.WeakSet[CacheQueue] = weakref.WeakSet()
 
@@ -102,14 +106,18 @@ class _Server:
                 cache = self._cache_ref()
                 if cache is None:
                     raise RuntimeError("the cache was closed")
-                if header["op"] == "delete":
-                    cache.delete(header["key"])
-                else:
+                op = header["op"]
+                result: Any = None
+                if op == "put":
                     entry = Entry.from_json(header["entry"])
                     data = _receive_body(conn, entry.size) if header["body"] else b""
                     # The buffer is never written again: it stands as the entry's body.
                     cache.put(entry, cast(bytes, data))
-                conn.send_bytes(b"ok")
+                elif op in _FORWARDED:
+                    result = getattr(cache, op)(*header["args"])
+                else:
+                    raise ValueError(f"unknown operation {op!r}")
+                conn.send_bytes(b"ok" + json.dumps(result).encode())
             except (EOFError, OSError):
                 return
             except Exception as exc:  # reported back to the child, which raises it
@@ -218,7 +226,7 @@ class CacheQueue(CachePlain):
             self._address = self._server.address
             self._server_pid = os.getpid()
 
-    def _send(self, header: dict[str, Any], body: Body | None = None) -> None:
+    def _send(self, header: dict[str, Any], body: Body | None = None) -> Any:
         if self._address is None:
             raise CacheProcessError(
                 "this CacheQueue was created in a child process that cannot find the "
@@ -242,8 +250,12 @@ class CacheQueue(CachePlain):
                 raise BackendUnavailable(
                     "the serving process closed the CacheQueue channel"
                 ) from exc
-        if reply != b"ok":
-            raise RuntimeError(f"the serving process refused the entry ({reply.decode()})")
+        if not reply.startswith(b"ok"):
+            raise RuntimeError(f"the serving process refused the call ({reply.decode()})")
+        return json.loads(reply[2:])
+
+    def _forward(self, op: str, *args: Any) -> Any:
+        return self._send({"op": op, "args": list(args)})
 
     def put(self, entry: Entry, body: Body | None) -> None:
         if self._is_client():
@@ -254,9 +266,45 @@ class CacheQueue(CachePlain):
 
     def delete(self, key: str, gone: bool = True, reason: str = "deleted") -> bool:
         if self._is_client():
-            self._send({"op": "delete", "key": key})
-            return True
+            return bool(self._forward("delete", key, gone, reason))
         return super().delete(key, gone, reason)
+
+    # In a child, names and marks live in the serving process too, so that stable
+    # names, memoize and its lock work from background callbacks.
+
+    def find(self, name: str) -> str | None:
+        if self._is_client():
+            found = self._forward("find", name)
+            return None if found is None else str(found)
+        return super().find(name)
+
+    def mark_get(self, name: str) -> str | None:
+        if self._is_client():
+            value = self._forward("mark_get", name)
+            return None if value is None else str(value)
+        return super().mark_get(name)
+
+    def mark_set(self, name: str, value: str, ttl: float | None = None) -> None:
+        if self._is_client():
+            self._forward("mark_set", name, value, ttl)
+            return
+        super().mark_set(name, value, ttl)
+
+    def mark_add(self, name: str, value: str, ttl: float | None = None) -> bool:
+        if self._is_client():
+            return bool(self._forward("mark_add", name, value, ttl))
+        return super().mark_add(name, value, ttl)
+
+    def mark_delete(self, name: str) -> None:
+        if self._is_client():
+            self._forward("mark_delete", name)
+            return
+        super().mark_delete(name)
+
+    def mark_incr(self, name: str, amount: int = 1) -> int:
+        if self._is_client():
+            return int(self._forward("mark_incr", name, amount))
+        return super().mark_incr(name, amount)
 
 
 def _send_body(conn: Connection, body: Body) -> None:
