@@ -9,7 +9,7 @@ import re
 import stat
 import tempfile
 from dataclasses import dataclass
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, cast
 
 __all__ = [
     "Source",
@@ -134,17 +134,61 @@ def _path_source(fobj: str | os.PathLike[str]) -> Source:
     return Source(body=None, size=info.st_size, path=path, default_name=os.path.basename(path))
 
 
+def _is_real_file(fobj: IO[Any]) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(fobj.fileno()).st_mode)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return False
+
+
+class _Limited(io.RawIOBase):
+    """Reads at most ``size`` bytes of a caller's stream, and never closes it."""
+
+    def __init__(self, stream: IO[bytes], size: int) -> None:
+        super().__init__()
+        self._stream = stream
+        self._left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        wanted = self._left if size is None or size < 0 else min(size, self._left)
+        chunks = []
+        while wanted > 0:
+            data = self._stream.read(wanted)
+            if not data:
+                raise ValueError(
+                    "the file shrank while it was being registered; register it again"
+                )
+            chunks.append(data)
+            wanted -= len(data)
+            self._left -= len(data)
+        return b"".join(chunks)
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+
 def _stream_source(fobj: IO[Any]) -> Source:
     """Copy a binary stream into a private spooled file, from its start when seekable."""
     name = getattr(fobj, "name", "")
     default_name = os.path.basename(name) if isinstance(name, str) else ""
-    if getattr(fobj, "seekable", None) and fobj.seekable():
+    seekable = bool(getattr(fobj, "seekable", None) and fobj.seekable())
+    if seekable:
         fobj.seek(0)
     first = fobj.read(0)
     if isinstance(first, str):
         raise TypeError(
             "fobj is a text stream; open the file in binary mode ('rb') or pass an io.StringIO"
         )
+    if seekable and _is_real_file(fobj):
+        # Every backend copies the body before register() returns, which is the
+        # snapshot: no need for a spool copy first. The caller keeps its file open.
+        size = fobj.seek(0, os.SEEK_END)
+        fobj.seek(0)
+        limited = cast(BinaryIO, _Limited(fobj, size))
+        return Source(body=limited, size=size, default_name=default_name)
     spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)  # noqa: SIM115 - handed on
     size = 0
     while chunk := fobj.read(1 << 20):

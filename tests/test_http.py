@@ -683,3 +683,18 @@ def test_backend_failure_is_503_with_a_log_line(caplog: pytest.LogCaptureFixture
     assert resp.data == b"the file cache is unavailable, try again later\n"
     assert [r.levelname for r in caplog.records] == ["ERROR"]
     assert address.split("uid=")[1] in caplog.records[0].getMessage()
+
+
+def test_open_file_is_copied_and_left_open(served: Served, tmp_path: Path) -> None:
+    path = tmp_path / "open.bin"
+    path.write_bytes(BODY)
+    with open(path, "r+b") as fobj:
+        fobj.seek(100)  # served from the start whatever the position
+        address = served.register(fobj)
+        assert not fobj.closed
+        fobj.seek(0)
+        fobj.write(b"changed afterwards")
+        fobj.truncate(50)
+    resp = served.get(address)
+    assert resp.data == BODY
+    assert resp.headers["Content-Length"] == str(len(BODY))
