@@ -158,9 +158,7 @@ class _Limited(io.RawIOBase):
         while wanted > 0:
             data = self._stream.read(wanted)
             if not data:
-                raise ValueError(
-                    "the file shrank while it was being registered; register it again"
-                )
+                raise ValueError("the file shrank while it was being registered; register it again")
             chunks.append(data)
             wanted -= len(data)
             self._left -= len(data)

@@ -17,6 +17,8 @@ from typing import Any
 
 __all__ = [
     "BuildSites",
+    "in_background_job",
+    "in_celery_task",
     "in_child_process",
     "inherited_from_parent",
     "is_inheriting",
@@ -43,6 +45,23 @@ def in_child_process() -> bool:
         except AttributeError:  # pragma: no cover - very old multiprocess
             continue
     return False
+
+
+def in_celery_task() -> bool:
+    """Tell whether a Celery task is running here (a Dash ``CeleryManager`` job)."""
+    celery = sys.modules.get("celery")
+    if celery is None:
+        return False
+    task: Any = getattr(celery, "current_task", None)
+    try:
+        return bool(task) and getattr(task.request, "id", None) is not None
+    except Exception:  # a proxy without a task behind it
+        return False
+
+
+def in_background_job() -> bool:
+    """Tell whether this code runs where the serving process cannot see its memory."""
+    return in_child_process() or in_celery_task()
 
 
 def is_inheriting() -> bool:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec
 from . import _inputs
 from ._keys import new_key
 from ._lazy import Producers, is_producer
-from ._process import in_child_process
+from ._process import in_background_job
 from ._session import current_session
 from ._session import install as install_session
 from .caches.base import CacheAbstract
@@ -210,11 +210,11 @@ class ServiceData:
         name = _check_entry_name(key)
         session = current_session() if scope == "session" else ""
         lazy = is_producer(fobj)
-        if lazy and in_child_process():
+        if lazy and in_background_job():
             raise CacheProcessError(
                 "a lazy producer runs in the process that registered it, and this is a "
-                "child process (such as a background callback) that will not serve the "
-                "address; produce the bytes here and register them instead"
+                "background job (a child process or a Celery task) that will not serve "
+                "the address; produce the bytes here and register them instead"
             )
         source = _inputs.Source(body=None, size=0) if lazy else _inputs.read_source(fobj)
         try:

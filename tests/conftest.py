@@ -113,6 +113,9 @@ def load_demo(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., types.M
         sys.modules.pop(module.__name__, None)
         manager = getattr(module, "manager", None)
         handle = getattr(manager, "handle", None)
-        if handle is not None:
+        # A DiskcacheManager's handle is a diskcache folder of the demo's own; a
+        # CeleryManager's is the Celery app, whose broker the test owns.
+        directory = getattr(handle, "directory", None)
+        if handle is not None and isinstance(directory, str):
             handle.close()
-            shutil.rmtree(handle.directory, ignore_errors=True)
+            shutil.rmtree(directory, ignore_errors=True)

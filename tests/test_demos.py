@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from demo_support import DEMOS, ROOT, free_port
+from redis_server import redis_url_for_test
 
 import dash_file_cache as dfc
 from dash_file_cache import demo as main_demo
@@ -83,12 +84,23 @@ def png_size(data: bytes) -> tuple[int, int]:
 
 
 def test_all_demos_are_covered() -> None:
-    assert DEMO_NAMES == ["background", "download", "flask_app", "image", "large_file"]
+    assert DEMO_NAMES == [
+        "background",
+        "celery_app",
+        "download",
+        "flask_app",
+        "image",
+        "large_file",
+    ]
 
 
 @pytest.mark.parametrize("name", DEMO_NAMES)
-def test_demo_has_a_docstring_and_serves_the_route(load_demo: Any, name: str) -> None:
-    module = load_demo(name)
+def test_demo_has_a_docstring_and_serves_the_route(
+    load_demo: Any, name: str, request: pytest.FixtureRequest
+) -> None:
+    # The Celery demo keeps its entries in Redis: give it the tests' server.
+    environ = {"DFC_DEMO_REDIS_URL": redis_url_for_test(request)} if name == "celery_app" else {}
+    module = load_demo(name, **environ)
     assert module.__doc__ and len(module.__doc__.strip().splitlines()) > 2
     server = getattr(module.app, "server", module.app)
     assert isinstance(module.service, dfc.ServiceData)

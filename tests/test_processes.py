@@ -493,3 +493,32 @@ def test_dash_background_callback(method: str, backend: str, tmp_path: Path) -> 
     assert status == 200
     assert headers["Content-Disposition"] == f"inline; filename={backend}.bin"
     assert data == common.body(dash_app.SIZE, 2)
+
+
+def test_celery_task_is_a_background_job() -> None:
+    import celery
+
+    worker = celery.Celery("jobs", broker="memory://", backend="cache+memory://")
+    worker.conf.task_always_eager = True
+    plain = dfc.ServiceData(dfc.CachePlain(4))
+    queue_service = dfc.ServiceData(dfc.CacheQueue(4))
+
+    @worker.task
+    def register_plain() -> str:
+        return plain.register(b"lost in the worker")
+
+    @worker.task
+    def register_lazy() -> str:
+        return queue_service.register(iter([b"never served"]))
+
+    @worker.task
+    def register_queue() -> str:
+        return queue_service.register(b"lost in the worker too")
+
+    with pytest.raises(dfc.CacheProcessError, match=r"Celery task.*CacheRedis"):
+        register_plain.delay().get(timeout=10)
+    with pytest.raises(dfc.CacheProcessError, match="lazy producer"):
+        register_lazy.delay().get(timeout=10)
+    with pytest.raises(dfc.CacheProcessError, match="Celery task"):
+        register_queue.delay().get(timeout=10)
+    assert plain.register(b"fine outside a task").startswith("/cached-data?uid=")

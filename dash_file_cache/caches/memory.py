@@ -9,7 +9,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
-from .._process import in_child_process, is_inheriting
+from .._process import in_celery_task, in_child_process, is_inheriting
 from .._streams import reader
 from ..entry import Entry
 from ..errors import CacheProcessError, EntryNotFound
@@ -150,6 +150,13 @@ class CachePlain(CacheAbstract):
         return self._cache_size
 
     def _check_process(self) -> None:
+        if in_celery_task():
+            raise CacheProcessError(
+                f"{type(self).__name__} keeps entries in the memory of the process that "
+                "serves the app, but this is a Celery task in a worker process: the entry "
+                "would be lost and its address would answer 404. Use CacheRedis (or "
+                "CacheFile when the worker runs on the same host as the app)."
+            )
         if in_child_process() and (self._copied_into_child or os.getpid() != self._owner_pid):
             raise CacheProcessError(
                 f"{type(self).__name__} keeps entries in the memory of the process that "
