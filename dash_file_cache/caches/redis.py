@@ -485,26 +485,34 @@ class CacheRedis(CacheAbstract):
     def erase(self, key: str) -> bool:
         entry_key = self._key("entry", key)
 
+        sizes = self._book("sizes")
+
         def drop(pipe: Pipeline) -> bool:
             fields = pipe.hmget(entry_key, _HASH_FIELDS)
+            size = pipe.hget(sizes, _encode(key))
             pipe.multi()
             if fields[0] is None:
                 return False
             pipe.delete(entry_key)
-            self._unbook(pipe, key)
+            self._unbook(pipe, key, size)
             self._retire(pipe, key, fields)
             return True
 
         with self._reaching() as client:
             # redis-py types the callable as returning None; the value comes back as is.
-            found = client.transaction(cast(Any, drop), entry_key, value_from_callable=True)
+            found = client.transaction(cast(Any, drop), entry_key, sizes, value_from_callable=True)
         return bool(found)
 
-    def _unbook(self, pipe: Any, key: str) -> None:
-        """Remove ``key`` from the bound bookkeeping (in a pipeline or directly)."""
+    def _unbook(self, pipe: Any, key: str, size: Any = None) -> None:
+        """Remove ``key`` from the bound bookkeeping (in a pipeline or directly).
+
+        ``size`` is the booked size, read under the caller's WATCH; without it the
+        size is read here.
+        """
         sizes, total = self._book("sizes"), self._book("bytes")
         encoded = _encode(key)
-        size = self._redis().hget(sizes, encoded)
+        if size is None:
+            size = self._redis().hget(sizes, encoded)
         pipe.zrem(self._book("lru"), encoded)
         pipe.zrem(self._book("expiry"), encoded)
         pipe.hdel(sizes, encoded)
