@@ -49,3 +49,51 @@ def test_quick_benchmark_run_writes_its_report(tmp_path: Path) -> None:
     assert {"plain", "file"} <= set(report["register"]["ours"])
     assert "large path / send_file (gthread)" in report["ratios"]
     assert "Targets" in done.stdout
+
+
+def test_quick_soak_keeps_plain_and_file_caches_within_their_bounds(tmp_path: Path) -> None:
+    out = tmp_path / "soak.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/soak.py",
+            "--quick",
+            "--backends",
+            "plain,file",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    report = json.loads(out.read_text())
+    assert set(report) == {"meta", "settings", "backends", "checks", "skipped", "ok"}
+    assert report["ok"] is True
+    assert report["skipped"] == []
+    settings = report["settings"]
+    assert settings["quick"] is True
+    assert settings["backends"] == ["plain", "file"]
+    assert list(report["backends"]) == ["plain", "file"]
+    for soaked in report["backends"].values():
+        assert soaked["entries"] == settings["entries"]
+        assert soaked["registered_bytes"] > 10 * settings["max_bytes"]
+        assert soaked["largest_entry"] <= settings["max_entry"]
+        assert soaked["final_stats"]["evicted_count"] > 0
+        assert soaked["final_stats"]["bytes"] <= settings["max_bytes"]
+    assert set(report["backends"]["plain"]["peaks"]) == {"held_bytes", "rss_growth"}
+    assert {"disk_bytes", "index_bytes", "du_bytes", "diskcache_volume"} <= set(
+        report["backends"]["file"]["peaks"]
+    )
+    assert report["backends"]["file"]["details"]["du_minus_walk_max"] == 0
+    judged = [check for check in report["checks"] if check["ok"] is not None]
+    assert {(c["backend"], c["figure"]) for c in judged} >= {
+        ("plain", "held body bytes (stats)"),
+        ("file", "disk, all files + dirs"),
+    }
+    assert all(check["ok"] and check["peak"] <= check["bound"] for check in judged)
+    assert "All bounds hold." in done.stdout

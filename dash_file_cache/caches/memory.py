@@ -17,8 +17,9 @@ from .base import Body, Bounds, CacheAbstract
 
 __all__ = ["CachePlain", "Marks"]
 
-# At most this many marks (mostly ids remembered as gone) are kept; the oldest go.
-_MAX_MARKS = 100_000
+# At most this many marks (mostly ids remembered as gone) are kept; the oldest go
+# first. About 200 bytes each: a few MB on top of the bodies at most.
+_MAX_MARKS = 20_000
 
 
 def read_body(body: Body | bytearray) -> bytes | bytearray:
