@@ -30,21 +30,30 @@ from test_contract import make_entry, read_all
 
 import dash_file_cache as dfc
 from dash_file_cache._keys import new_key
+from dash_file_cache.entry import Entry
 
 KIB, MIB = 1 << 10, 1 << 20
 
 
 class PatternStream(io.RawIOBase):
-    """``pattern(size, seed)`` as a stream, made on the fly; ``before_read`` runs first."""
+    """``pattern(size, seed)`` as a stream, made on the fly; ``before_read`` runs first.
+
+    Each read returns at most ``most`` bytes, as a pipe or a socket would.
+    """
 
     def __init__(
-        self, size: int, seed: int = 0, before_read: Callable[[int], None] | None = None
+        self,
+        size: int,
+        seed: int = 0,
+        before_read: Callable[[int], None] | None = None,
+        most: int = 4 * MIB,
     ) -> None:
         super().__init__()
         self._size = size
         self._pos = 0
         self._block = pattern(251 + 4 * MIB, seed)
         self._before_read = before_read
+        self._most = min(most, 4 * MIB)
 
     def readable(self) -> bool:
         return True
@@ -52,7 +61,7 @@ class PatternStream(io.RawIOBase):
     def read(self, size: int | None = -1) -> bytes:
         if self._before_read is not None:
             self._before_read(self._pos)
-        limit = 4 * MIB if size is None or size < 0 else min(size, 4 * MIB)
+        limit = self._most if size is None or size < 0 else min(size, self._most)
         count = min(limit, self._size - self._pos)
         start = self._pos % 251
         self._pos += count
@@ -120,11 +129,19 @@ def test_bodies_travel_in_commands_no_larger_than_chunk_bytes(
         assert read_all(cache, entry.key) == body
     finally:
         client.close()
-    appends = math.ceil(len(body) / (64 * KIB))
-    assert after.get("append", 0) - before.get("append", 0) == appends
-    assert [name for name, _ in sizes].count("APPEND") == appends
+    with redis_server.client() as admin:
+        names = admin.scan_iter(match=f"{NAMESPACE}:body:{entry.key}:*")
+        segments = [admin.strlen(name) for name in names]
+    # Each segment is sent whole in one SET, never grown by APPEND.
+    assert after.get("set", 0) - before.get("set", 0) == len(segments)
+    assert after.get("append", 0) == before.get("append", 0)
+    assert sum(segments) == len(body)
+    assert max(segments) <= 64 * KIB
+    assert len(segments) == math.ceil(len(body) / max(segments))
     assert max(size for _, size in sizes) <= 64 * KIB
-    assert sum(1 for name, _ in sizes if name == "GETRANGE") == appends
+    # A read of chunk_bytes spans at most two segments, fetched in one round trip.
+    chunks = math.ceil(len(body) / (64 * KIB))
+    assert chunks <= sum(1 for name, _ in sizes if name == "GETRANGE") <= 2 * chunks
 
 
 def test_a_body_larger_than_a_segment_spans_several_keys(
@@ -134,10 +151,13 @@ def test_a_body_larger_than_a_segment_spans_several_keys(
     entry = make_entry(len(body))
     cache.put(entry, body)
     with redis_server.client() as client:
-        segments = sorted(client.scan_iter(match=f"{NAMESPACE}:body:{entry.key}:*"))
+        segments = sorted(
+            client.scan_iter(match=f"{NAMESPACE}:body:{entry.key}:*"),
+            key=lambda name: int(name.rsplit(b":", 1)[1]),
+        )
         lengths = [client.strlen(name) for name in segments]
-    assert len(segments) == 2
-    assert max(lengths) < 16 * MIB
+    assert len(segments) == 21  # 20 MiB in segments just under a MiB
+    assert max(lengths) <= cache.chunk_bytes
     assert sum(lengths) == len(body)
     _, stream = cache.get(entry.key)
     assert stream is not None
@@ -306,10 +326,12 @@ def test_a_killed_writer_leaves_only_keys_that_expire(
             writer.stdout.close()
     with redis_server.client() as client:
         leftover = list(client.scan_iter(match=f"{NAMESPACE}:*"))
-        assert len(leftover) == 1
-        assert leftover[0].startswith(f"{NAMESPACE}:tmp:{key}:".encode())
-        assert client.strlen(leftover[0]) == 2 << 20
-        assert 0 < client.ttl(leftover[0]) <= 3600
+        assert leftover
+        assert all(name.startswith(f"{NAMESPACE}:tmp:{key}:".encode()) for name in leftover)
+        # The full segments of what the writer read were sent, the rest was buffered.
+        sent = sum(client.strlen(name) for name in leftover)
+        assert (2 << 20) - (1 << 16) < sent <= 2 << 20
+        assert all(0 < client.ttl(name) <= 3600 for name in leftover)
     assert cache.keys() == []
     with pytest.raises(dfc.EntryNotFound):
         cache.get(key)
@@ -427,6 +449,136 @@ def test_a_download_under_way_survives_replace_and_delete(
         cache.close()
 
 
+def namespace_keys(server: RedisServer) -> dict[bytes, int]:
+    """Every key of the test namespace, with its time to live in ms (-1: none)."""
+    with server.client() as client:
+        return {name: client.pttl(name) for name in client.scan_iter(match=f"{NAMESPACE}:*")}
+
+
+def body_keys(server: RedisServer, key: str) -> list[bytes]:
+    return [
+        name
+        for name in namespace_keys(server)
+        if name.startswith(f"{NAMESPACE}:body:{key}:".encode())
+    ]
+
+
+def retire(cache: dfc.CacheRedis, entry: Entry, how: str) -> None:
+    """Make ``entry``'s body one that no entry points to; ``cache`` holds one entry."""
+    if how == "replaced":
+        cache.put(entry, pattern(entry.size, seed=29))
+    elif how == "deleted":
+        assert cache.delete(entry.key)
+    else:
+        cache.put(make_entry(MIB), pattern(MIB, seed=29))
+        assert entry.key not in cache
+
+
+RETIREMENTS = ["replaced", "deleted", "evicted"]
+
+
+@pytest.mark.parametrize("how", RETIREMENTS)
+def test_a_body_nobody_reads_leaves_redis_with_its_entry(
+    redis_url: str, redis_server: RedisServer, how: str
+) -> None:
+    cache = dfc.CacheRedis(redis_url, namespace=NAMESPACE, cache_size=1)
+    body = pattern(3 * MIB, seed=20)
+    entry = make_entry(len(body))
+    try:
+        cache.put(entry, body)
+        assert read_all(cache, entry.key) == body  # a download that is over
+        old = body_keys(redis_server, entry.key)
+        assert old
+        retire(cache, entry, how)
+        left = namespace_keys(redis_server)
+    finally:
+        cache.close()
+    assert set(old).isdisjoint(left)
+    # Nothing lingers: tombstones are the only keys that expire.
+    assert [name for name, ttl in left.items() if ttl >= 0 and b":mark:gone:" not in name] == []
+    assert [name for name in left if b":reading:" in name or b":tmp:" in name] == []
+
+
+@pytest.mark.parametrize("how", RETIREMENTS)
+def test_a_body_being_read_lingers_until_its_reader_is_done(
+    redis_url: str, redis_server: RedisServer, how: str
+) -> None:
+    cache = dfc.CacheRedis(redis_url, namespace=NAMESPACE, cache_size=1, linger_seconds=100)
+    body = pattern(3 * MIB, seed=21)
+    entry = make_entry(len(body))
+    try:
+        cache.put(entry, body)
+        old = body_keys(redis_server, entry.key)
+        _, stream = cache.get(entry.key)
+        assert stream is not None
+        with stream:
+            assert stream.read(MIB) == body[:MIB]
+            retire(cache, entry, how)
+            during = namespace_keys(redis_server)
+            assert stream.read() == body[MIB:]
+        after = namespace_keys(redis_server)
+    finally:
+        cache.close()
+    assert all(0 < during[name] <= 100_000 for name in old)
+    assert [name for name in during if b":reading:" in name] != []
+    assert set(old).isdisjoint(after)
+    assert [name for name in after if b":reading:" in name] == []
+
+
+def test_streams_racing_replacements_read_whole_versions_and_leave_nothing(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    writer = dfc.CacheRedis(redis_url, namespace=NAMESPACE)
+    # Small reads make each download long enough to see replacements under way.
+    readers = [
+        dfc.CacheRedis(redis_url, namespace=NAMESPACE, chunk_bytes=64 * KIB) for _ in range(3)
+    ]
+    size = 2 * MIB + 1
+    versions = [pattern(size, seed=40 + n) for n in range(12)]
+    digests = {hashlib.sha256(body).digest(): n for n, body in enumerate(versions)}
+    entry = make_entry(size)
+    seen: set[int] = set()
+    read = threading.Condition()
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def download(cache: dfc.CacheRedis) -> None:
+        try:
+            while not stop.is_set():
+                version = digests[hashlib.sha256(read_all(cache, entry.key)).digest()]
+                with read:
+                    seen.add(version)
+                    read.notify_all()
+        except BaseException as exc:  # re-raised in the test thread below
+            failures.append(exc)
+
+    writer.put(entry, versions[0])
+    threads = [threading.Thread(target=download, args=(cache,)) for cache in readers]
+    for thread in threads:
+        thread.start()
+    try:
+        for n, body in enumerate(versions):
+            if n:
+                writer.put(entry, body)
+            with read:
+                assert read.wait_for(lambda n=n: n in seen or bool(failures), timeout=30)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+        for cache in readers:
+            cache.close()
+        writer.close()
+    assert failures == []
+    assert seen == set(range(len(versions)))
+    left = namespace_keys(redis_server)
+    # Every replaced body left with its last reader; the live one does not expire.
+    live = [name for name in left if b":body:" in name]
+    assert live and all(left[name] == -1 for name in live)
+    assert len({name.rsplit(b":", 1)[0] for name in live}) == 1
+    assert [name for name in left if b":reading:" in name or b":tmp:" in name] == []
+
+
 def test_expiring_entry_becomes_gone(cache: dfc.CacheRedis, redis_server: RedisServer) -> None:
     expires = time.time() + 600
     entry = make_entry(3 * MIB, expires=expires)
@@ -434,15 +586,16 @@ def test_expiring_entry_becomes_gone(cache: dfc.CacheRedis, redis_server: RedisS
     entry_key = f"{NAMESPACE}:entry:{entry.key}"
     with redis_server.client() as client:
         names = list(client.scan_iter(match=f"{NAMESPACE}:*:{entry.key}*"))
-        assert len(names) == 3  # the entry, its body, its tombstone-to-be
-        kinds = [name.split(b":")[1:3] for name in names]
-        ttls = {
-            kind[1] if kind[0] == b"mark" else kind[0]: client.pttl(name) / 1000
-            for kind, name in zip(kinds, names, strict=True)
-        }
-        assert abs(ttls[b"entry"] - 600) < 30
-        assert abs(ttls[b"body"] - 600) < 30
-        assert abs(ttls[b"gone"] - 600 - 24 * 3600) < 30
+        ttls: dict[bytes, list[float]] = {}
+        for name in names:
+            kind = name.split(b":")[1:3]
+            ttl = client.pttl(name) / 1000
+            ttls.setdefault(kind[1] if kind[0] == b"mark" else kind[0], []).append(ttl)
+        # The entry, the segments of its body, its tombstone-to-be.
+        assert sorted(ttls) == [b"body", b"entry", b"gone"]
+        assert len(ttls[b"entry"]) == len(ttls[b"gone"]) == 1
+        assert all(abs(ttl - 600) < 30 for ttl in ttls[b"entry"] + ttls[b"body"])
+        assert abs(ttls[b"gone"][0] - 600 - 24 * 3600) < 30
         client.pexpire(entry_key, 1)  # as if the ten minutes had passed
         deadline = time.monotonic() + 10
         while client.exists(entry_key) and time.monotonic() < deadline:
@@ -696,6 +849,29 @@ def test_a_connection_broken_under_the_pool_does_not_poison_the_next_call(
 
 
 # Memory ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [MIB + 1, 2_000_000])
+@pytest.mark.parametrize("kind", ["bytes", "stream", "short reads"])
+def test_a_body_takes_little_more_memory_in_redis_than_its_length(
+    cache: dfc.CacheRedis, redis_server: RedisServer, size: int, kind: str
+) -> None:
+    entry = make_entry(size)
+    sources: dict[str, Any] = {
+        "bytes": lambda: pattern(size, seed=22),
+        "stream": lambda: PatternStream(size, seed=22),
+        "short reads": lambda: PatternStream(size, seed=22, most=100_000),
+    }
+    cache.put(entry, sources[kind]())
+    assert read_all(cache, entry.key) == pattern(size, seed=22)
+    with redis_server.client() as client:
+        names = list(client.scan_iter(match=f"{NAMESPACE}:*{entry.key}*"))
+        used = sum(client.memory_usage(name, samples=0) for name in names)
+        segments = [client.strlen(name) for name in names if b":body:" in name]
+    assert used < 1.3 * size
+    # Two segments of just under a MiB: full ones, whatever the producer's reads.
+    assert len(segments) == 2
+    assert max(segments) <= cache.chunk_bytes
 
 
 def test_streaming_256_mb_keeps_the_serving_process_flat(

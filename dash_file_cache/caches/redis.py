@@ -10,12 +10,19 @@ no other text reaches a key, and the two forms cannot collide.
     (the version of the body, ``""`` when there is none), ``length`` and
     ``segment`` (bytes per body segment).
 ``body:<id>:<version>:<n>``
-    The body, in segments of at most ``segment`` bytes. Redis caps a string at
-    512 MB by default, and appending to one string makes Redis copy it as it grows,
-    so a large body is split over several strings.
+    The body, in segments of just under ``chunk_bytes`` bytes, each sent whole in
+    one SET. Redis grows a string that is appended to greedily (to twice its length
+    up to 1 MB, then by 1 MB), which left a body built piece by piece taking up to
+    2.5 times its length; a string set whole is allocated once, and 64 bytes short
+    of a power of two it fills one allocator size class instead of rounding up to
+    the next one.
 ``tmp:<id>:<version>:<n>``
     A body being written. It carries an expiry, so a writer that dies leaves
     nothing behind for long.
+``reading:<id>:<version>``
+    The lease of the streams reading that version of the body: a hash with a field
+    per open stream, removed when the stream is closed, and expiring
+    ``linger_seconds`` after the last read of any of them.
 ``mark:<kind>:<id or hex>``
     The marks of the backend contract: ``gone`` (tombstone of a consumed, deleted,
     evicted or expired entry: 410 rather than 404), ``claim`` (the reservation of a
@@ -25,12 +32,15 @@ no other text reaches a key, and the two forms cannot collide.
 ``sizes``
     A hash of the size of every entry, and ``bytes`` their running total.
 
-A body is written chunk by chunk into its ``tmp`` segments and published by one
+A body is written segment by segment into its ``tmp`` keys and published by one
 MULTI/EXEC that renames them and writes the entry hash: a reader finds either no
-entry or a complete one. Each publication uses a fresh version, so a download
-already under way keeps reading the version it opened when the entry is replaced
-or deleted: the old segments are not deleted but given a short expiry
-(``linger_seconds``), which every chunk read extends.
+entry or a complete one. Each publication uses a fresh version. The body an entry
+no longer points to (replaced, deleted, evicted) is deleted at once, unless a
+stream holds a lease on it: then it lingers, with an expiry of ``linger_seconds``
+that every chunk read extends, so that the download under way completes. The
+transaction that retires a body watches its lease, and a stream takes its lease in
+the MULTI that checks that the entry still points to the version it opens, so a
+body is never deleted under a stream that has just opened it.
 """
 
 from __future__ import annotations
@@ -61,9 +71,12 @@ __all__ = ["CacheRedis"]
 
 # How long a body being written may sit between two chunks before Redis drops it.
 _WRITE_SECONDS = 3600
-# Bytes per body segment: 16 MiB less room for the Redis string header, so that each
-# segment fills one allocator size class exactly instead of rounding up to 20 MiB.
-_SEGMENT_BYTES = (16 << 20) - 64
+# Room left in a segment for the header and terminator of a Redis string: a segment
+# of a power-of-two chunk_bytes then fills one size class of jemalloc exactly, where
+# chunk_bytes itself would round up to the next class, a quarter more.
+_STRING_HEADROOM = 64
+# Tries to open a body while the entry keeps being replaced under the reader.
+_OPEN_ATTEMPTS = 50
 # Letters that cannot make a SCAN pattern match more than the namespace itself.
 _NAMESPACE = re.compile(r"[A-Za-z0-9_.:/@{}+-]{1,200}")
 _HASH_FIELDS = ("entry", "body", "length", "segment")
@@ -91,9 +104,10 @@ class CacheRedis(CacheAbstract):
     different namespaces. Bodies are written and read in pieces of at most
     ``chunk_bytes`` bytes, so a large file never travels in one command nor sits
     whole in the memory of a web worker; a stream seeks without reading and fetches
-    only the bytes asked for. ``linger_seconds`` is how long the body of a deleted or
-    replaced entry stays readable for a download already under way (each read extends
-    it). ``cache_size``, ``max_bytes`` and ``ttl`` bound the cache as for every
+    only the bytes asked for. ``linger_seconds`` is how long a download may pause
+    between two reads and still complete when its entry is replaced, deleted or
+    evicted meanwhile; a body that no open stream reads leaves Redis as soon as its
+    entry does. ``cache_size``, ``max_bytes`` and ``ttl`` bound the cache as for every
     backend: the least recently used entries are evicted first, and entries expire
     with Redis' own key expiry.
 
@@ -136,6 +150,7 @@ class CacheRedis(CacheAbstract):
         _check_positive_int("linger_seconds", linger_seconds)
         self._namespace = namespace
         self._chunk_bytes = chunk_bytes
+        self._segment_bytes = _segment_bytes(chunk_bytes)
         self._linger_seconds = linger_seconds
         self._lock = threading.Lock()
         self._url: str | None = None
@@ -215,6 +230,7 @@ class CacheRedis(CacheAbstract):
         self._settings = state["settings"]
         self._namespace = state["namespace"]
         self._chunk_bytes = state["chunk_bytes"]
+        self._segment_bytes = _segment_bytes(self._chunk_bytes)
         self._linger_seconds = state["linger_seconds"]
         self.bounds = Bounds(*state["bounds"])
         self._lock = threading.Lock()
@@ -284,6 +300,9 @@ class CacheRedis(CacheAbstract):
 
     def _segments(self, kind: str, key: str, version: str, count: int) -> list[str]:
         return [self._segment(kind, key, version, n) for n in range(count)]
+
+    def _lease(self, key: str, version: str) -> str:
+        return f"{self._namespace}:reading:{_encode(key)}:{version}"
 
     @property
     def namespace(self) -> str:
@@ -357,21 +376,23 @@ class CacheRedis(CacheAbstract):
     def _write(
         self, client: redis.Redis, key: str, version: str, body: Body | None, written: list[str]
     ) -> int:
-        """Append ``body`` to the ``tmp`` segments, one chunk per round trip."""
+        """Store ``body`` in ``tmp`` segments, one SET of a whole segment per round trip."""
         length = 0
         if body is None:
             return length
-        for piece in _pieces(body, self._chunk_bytes):
-            while piece:
-                index, offset = divmod(length, _SEGMENT_BYTES)
-                if index == len(written):
-                    written.append(self._segment("tmp", key, version, index))
-                part, piece = piece[: _SEGMENT_BYTES - offset], piece[_SEGMENT_BYTES - offset :]
+        renewed = time.monotonic()
+        for part in _pieces(body, self._segment_bytes):
+            name = self._segment("tmp", key, version, len(written))
+            written.append(name)
+            client.set(name, part, ex=_WRITE_SECONDS)
+            length += len(part)
+            if time.monotonic() - renewed > _WRITE_SECONDS / 2:
+                # A slow producer: keep the first segments as long as the last one.
                 pipe = client.pipeline(transaction=False)
-                pipe.append(written[index], part)
-                pipe.expire(written[index], _WRITE_SECONDS)
+                for done in written:
+                    pipe.expire(done, _WRITE_SECONDS)
                 pipe.execute()
-                length += len(part)
+                renewed = time.monotonic()
         return length
 
     def _publish(
@@ -385,6 +406,7 @@ class CacheRedis(CacheAbstract):
         def publish(pipe: Pipeline) -> None:
             old = pipe.hmget(entry_key, _HASH_FIELDS)
             old_size = int(pipe.hget(sizes, _encode(key)) or 0)
+            read = self._being_read(pipe, key, old)
             if tmp and pipe.exists(*tmp) != len(tmp):
                 raise BackendUnavailable(
                     f"Redis at {self._where()} dropped part of entry {key} before it was "
@@ -417,70 +439,163 @@ class CacheRedis(CacheAbstract):
                     "entry": entry.to_json(),
                     "body": version if tmp else "",
                     "length": length,
-                    "segment": _SEGMENT_BYTES,
+                    "segment": self._segment_bytes,
                 },
             )
             if entry.expires is not None:
                 pipe.pexpireat(entry_key, int(entry.expires * 1000))
-            self._retire(pipe, key, old)
+            self._retire(pipe, key, old, read)
 
         # Watching the tmp segments aborts the publication if Redis drops one of them
         # between the check above and EXEC.
         client.transaction(publish, entry_key, sizes, *tmp)
 
-    def _retire(self, pipe: Pipeline, key: str, fields: list[Any]) -> None:
-        """Queue the expiry of a body no entry points to any more."""
+    def _being_read(self, pipe: Pipeline, key: str, fields: list[Any]) -> bool:
+        """Whether a stream holds a lease on the body of ``fields`` (the entry hash).
+
+        Called under the WATCH of the transaction that retires the body, before its
+        MULTI: the lease is watched too, so a stream that takes one between this
+        check and EXEC makes the transaction start over and see it.
+        """
+        version = fields[1]
+        if not version:
+            return False
+        lease = self._lease(key, _text(version))
+        # redis-py leaves Pipeline.watch untyped.
+        cast(Any, pipe).watch(lease)
+        return bool(pipe.exists(lease))
+
+    def _retire(self, pipe: Pipeline, key: str, fields: list[Any], read: bool) -> None:
+        """Queue the removal of a body no entry points to any more.
+
+        A body that a stream is reading lingers instead, for ``linger_seconds`` after
+        the stream's last read; any other is deleted at once.
+        """
         version, length, segment = fields[1], fields[2], fields[3]
         if not version or not length or not segment:
             return
         count = math.ceil(int(length) / int(segment))
-        for name in self._segments("body", key, _text(version), count):
+        names = self._segments("body", key, _text(version), count)
+        if not read:
+            pipe.delete(*names)
+            return
+        for name in names:
             pipe.expire(name, self._linger_seconds)
 
     def read(self, key: str) -> tuple[Entry, BinaryIO | None]:
         with self._reaching() as client:
-            pipe = client.pipeline(transaction=True)
-            pipe.hmget(self._key("entry", key), _HASH_FIELDS)
-            pipe.zadd(self._book("lru"), {_encode(key): time.time()}, xx=True)
-            fields, _ = pipe.execute()
-            raw, version, length_text, segment_text = fields
-            if raw is None:
-                raise EntryNotFound(f"no entry {key} is stored")
-            entry = Entry.from_json(raw)
-            length = int(length_text or 0)
-            if entry.kind != "body" or entry.lazy:
-                return entry, None
-            if not version or length == 0:
-                return entry, reader(b"")
-            segment = int(segment_text)
-            count = math.ceil(length / segment)
-            names = self._segments("body", key, _text(version), count)
-            if len(names) == 1 and length <= self._chunk_bytes:
-                # Small: one read, and the stream no longer depends on Redis.
-                data = client.get(names[0])
-                if not isinstance(data, bytes) or len(data) != length:
-                    raise _lost(key)
-                return entry, reader(data)
-            pipe = client.pipeline(transaction=False)
-            for name in names:
-                pipe.strlen(name)
-            sizes = pipe.execute()
-        expected = [min(segment, length - n * segment) for n in range(len(names))]
-        if sizes != expected:
-            raise _lost(key)
-        return entry, cast(BinaryIO, RedisBodyReader(self, key, names, segment, length))
+            for _ in range(_OPEN_ATTEMPTS):
+                pipe = client.pipeline(transaction=True)
+                pipe.hmget(self._key("entry", key), _HASH_FIELDS)
+                pipe.zadd(self._book("lru"), {_encode(key): time.time()}, xx=True)
+                fields, _ = pipe.execute()
+                raw, version, length_text, segment_text = fields
+                if raw is None:
+                    raise EntryNotFound(f"no entry {key} is stored")
+                entry = Entry.from_json(raw)
+                length = int(length_text or 0)
+                if entry.kind != "body" or entry.lazy:
+                    return entry, None
+                if not version or length == 0:
+                    return entry, reader(b"")
+                stream = self._open(client, key, _text(version), length, int(segment_text))
+                if stream is not None:
+                    return entry, stream
+        raise BackendUnavailable(
+            f"entry {key} was replaced {_OPEN_ATTEMPTS} times while it was being opened; "
+            "it changes faster than it can be read, try again"
+        )
 
-    def read_range(self, name: str, start: int, stop: int) -> bytes:
-        """Bytes ``start:stop`` of the body segment ``name``; extends a lingering expiry."""
+    def _open(
+        self, client: redis.Redis, key: str, version: str, length: int, segment: int
+    ) -> BinaryIO | None:
+        """A stream of body ``version`` of ``key``; ``None`` if the entry has moved on.
+
+        One MULTI checks that the entry still points to ``version`` and reads the
+        body, or takes the lease of a stream on it: a body cannot be deleted between
+        the two, as its retirement would have changed the entry first.
+        """
+        count = math.ceil(length / segment)
+        names = self._segments("body", key, version, count)
+        pipe = client.pipeline(transaction=True)
+        pipe.hget(self._key("entry", key), "body")
+        if length <= self._chunk_bytes:
+            # Small (one segment, or two just under chunk_bytes): one read, and the
+            # stream no longer depends on Redis.
+            for name in names:
+                pipe.get(name)
+            current, *parts = pipe.execute()
+            if current is None or _text(current) != version:
+                return None
+            if not all(isinstance(part, bytes) for part in parts):
+                raise _lost(key)
+            data = b"".join(parts)
+            if len(data) != length:
+                raise _lost(key)
+            return reader(data)
+        lease, token = self._lease(key, version), secrets.token_hex(8)
+        # If the entry has moved on, this lease is on a body that may be gone; it is
+        # dropped below.
+        pipe.hset(lease, token, b"1")
+        pipe.pexpire(lease, self._linger_seconds * 1000)
+        for name in names:
+            pipe.strlen(name)
+        current, _, _, *sizes = pipe.execute()
+        expected = [min(segment, length - n * segment) for n in range(count)]
+        if current is None or _text(current) != version or sizes != expected:
+            self._release(key, version, token, names)
+            if current is None or _text(current) != version:
+                return None
+            raise _lost(key)
+        stream = RedisBodyReader(self, key, version, names, segment, length, token)
+        return cast(BinaryIO, stream)
+
+    def _fetch(
+        self, ranges: list[tuple[str, int, int]], lease: str | None, token: str
+    ) -> list[bytes]:
+        """Bytes ``start:stop`` of each body segment in ``ranges``, in one round trip.
+
+        Extends the expiry of a lingering segment it reads, and renews the stream's
+        lease when ``lease`` is given.
+        """
+        linger_ms = self._linger_seconds * 1000
         with self._reaching() as client:
             pipe = client.pipeline(transaction=False)
-            pipe.getrange(name, start, stop - 1)
-            pipe.pttl(name)
-            data, ttl_ms = pipe.execute()
-            linger_ms = self._linger_seconds * 1000
-            if 0 <= ttl_ms < linger_ms // 2:
-                client.pexpire(name, linger_ms)
-        return bytes(data)
+            for name, start, stop in ranges:
+                pipe.getrange(name, start, stop - 1)
+                pipe.pttl(name)
+            if lease is not None:
+                pipe.hset(lease, token, b"1")
+                pipe.pexpire(lease, linger_ms)
+            replies = pipe.execute()[: 2 * len(ranges)]
+            fading = [
+                name
+                for (name, _, _), ttl_ms in zip(ranges, replies[1::2], strict=True)
+                if 0 <= ttl_ms < linger_ms // 2
+            ]
+            if fading:
+                pipe = client.pipeline(transaction=False)
+                for name in fading:
+                    pipe.pexpire(name, linger_ms)
+                pipe.execute()
+        return [bytes(data) for data in replies[::2]]
+
+    def _release(self, key: str, version: str, token: str, names: list[str]) -> None:
+        """Drop the lease of a closed stream; delete the body if it was the last reader.
+
+        A body its entry no longer points to can never be opened again, so once the
+        lease of its last stream is gone nothing needs it. A transaction retiring
+        the body meanwhile watches the lease and starts over when this removes it.
+        """
+        lease = self._lease(key, version)
+        with self._reaching() as client:
+            pipe = client.pipeline(transaction=True)
+            pipe.hdel(lease, token)
+            pipe.exists(lease)
+            pipe.hget(self._key("entry", key), "body")
+            _, leased, current = pipe.execute()
+            if not leased and (current is None or _text(current) != version):
+                client.delete(*names)
 
     def erase(self, key: str) -> bool:
         entry_key = self._key("entry", key)
@@ -490,12 +605,14 @@ class CacheRedis(CacheAbstract):
         def drop(pipe: Pipeline) -> bool:
             fields = pipe.hmget(entry_key, _HASH_FIELDS)
             size = pipe.hget(sizes, _encode(key))
-            pipe.multi()
             if fields[0] is None:
+                pipe.multi()
                 return False
+            read = self._being_read(pipe, key, fields)
+            pipe.multi()
             pipe.delete(entry_key)
             self._unbook(pipe, key, size)
-            self._retire(pipe, key, fields)
+            self._retire(pipe, key, fields, read)
             return True
 
         with self._reaching() as client:
@@ -564,14 +681,23 @@ class CacheRedis(CacheAbstract):
 class RedisBodyReader(io.RawIOBase):
     """A read-only, seekable stream over a body in Redis, fetched piece by piece.
 
-    Each read sends ``GETRANGE`` for at most the cache's ``chunk_bytes``, so memory
-    stays flat whatever the size, and a seek costs nothing. A body that vanished
-    while being read (evicted, or deleted and lingered out) raises ``OSError``
-    instead of returning fewer bytes than the entry has.
+    Each read sends ``GETRANGE`` for at most the cache's ``chunk_bytes`` in all, in
+    one round trip, so memory stays flat whatever the size, and a seek costs nothing.
+    The stream holds a lease on its body until it is closed, renewed as it reads, so
+    that the body outlives its entry for as long as it is being read. A body that
+    vanished while being read (evicted by Redis itself, or lingered out) raises
+    ``OSError`` instead of returning fewer bytes than the entry has.
     """
 
     def __init__(
-        self, cache: CacheRedis, key: str, names: list[str], segment: int, length: int
+        self,
+        cache: CacheRedis,
+        key: str,
+        version: str,
+        names: list[str],
+        segment: int,
+        length: int,
+        token: str,
     ) -> None:
         super().__init__()
         self._cache = cache
@@ -580,6 +706,13 @@ class RedisBodyReader(io.RawIOBase):
         self._segment = segment
         self._length = length
         self._pos = 0
+        self._version = version
+        self._lease = cache._lease(key, version)
+        self._token = token
+        # The lease was just taken with its full lifetime.
+        self._renew_every = cache._linger_seconds / 4
+        self._renew_at = time.monotonic() + self._renew_every
+        self._finalizing = False
 
     def readable(self) -> bool:
         return True
@@ -593,19 +726,42 @@ class RedisBodyReader(io.RawIOBase):
         end = self._length if size is None or size < 0 else min(self._length, self._pos + size)
         parts: list[bytes] = []
         while self._pos < end:
-            index, offset = divmod(self._pos, self._segment)
-            count = min(self._cache.chunk_bytes, end - self._pos, self._segment - offset)
-            data = self._cache.read_range(self._names[index], offset, offset + count)
-            if len(data) != count:
-                raise OSError(
-                    f"the body of entry {self._key} vanished from Redis while being read, "
-                    f"at byte {self._pos} of {self._length}"
-                )
-            parts.append(data)
-            self._pos += count
+            stop = min(end, self._pos + self._cache.chunk_bytes)
+            ranges: list[tuple[str, int, int]] = []
+            at = self._pos
+            while at < stop:
+                index, offset = divmod(at, self._segment)
+                count = min(stop - at, self._segment - offset)
+                ranges.append((self._names[index], offset, offset + count))
+                at += count
+            renew = time.monotonic() >= self._renew_at
+            fetched = self._cache._fetch(ranges, self._lease if renew else None, self._token)
+            if renew:
+                self._renew_at = time.monotonic() + self._renew_every
+            for (_, start, stop_at), data in zip(ranges, fetched, strict=True):
+                if len(data) != stop_at - start:
+                    raise OSError(
+                        f"the body of entry {self._key} vanished from Redis while being read, "
+                        f"at byte {self._pos} of {self._length}"
+                    )
+                parts.append(data)
+                self._pos += len(data)
         if len(parts) == 1:
             return parts[0]
         return b"".join(parts)
+
+    def close(self) -> None:
+        if not self.closed and not self._finalizing:
+            # Closing must not fail: if Redis is gone, the lease expires by itself.
+            with contextlib.suppress(Exception):
+                self._cache._release(self._key, self._version, self._token, self._names)
+        super().close()
+
+    def __del__(self) -> None:
+        # No round trip from a finalizer, which may run in the middle of redis-py's
+        # own code in this thread; a lease left behind expires by itself.
+        self._finalizing = True
+        super().__del__()
 
     def readall(self) -> bytes:
         return self.read()
@@ -656,16 +812,31 @@ def _lost(key: str) -> EntryGone:
 
 
 def _pieces(body: Body, size: int) -> Iterator[bytes | memoryview]:
-    """``body`` in pieces of at most ``size`` bytes, without copying ``bytes``."""
+    """``body`` in pieces of ``size`` bytes (the last one shorter), without copying ``bytes``.
+
+    A stream is read until a piece is full or the stream ends, so short reads still
+    make full segments; at most one piece is held at a time.
+    """
     if isinstance(body, bytes):
         view = memoryview(body)
         for start in range(0, len(view), size):
             yield view[start : start + size]
         return
-    while data := body.read(size):
-        if not isinstance(data, (bytes, bytearray)):
-            raise TypeError("a body stream must be opened in binary mode")
-        yield bytes(data)
+    while True:
+        parts: list[bytes] = []
+        have = 0
+        while have < size:
+            data = body.read(size - have)
+            if not data:
+                break
+            if not isinstance(data, (bytes, bytearray)):
+                raise TypeError("a body stream must be opened in binary mode")
+            parts.append(bytes(data))
+            have += len(data)
+        if parts:
+            yield parts[0] if len(parts) == 1 else b"".join(parts)
+        if have < size:
+            return
 
 
 def _plain(settings: dict[str, Any]) -> dict[str, Any]:
@@ -680,6 +851,12 @@ def _plain(settings: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, (str, bytes, int, float, bool, type(None)))
         and not name.startswith("orig_")
     }
+
+
+def _segment_bytes(chunk_bytes: int) -> int:
+    """Body bytes per segment: one SET of at most ``chunk_bytes`` bytes each."""
+    # Below a few kilobytes the key of a segment costs more than any rounding.
+    return chunk_bytes - _STRING_HEADROOM if chunk_bytes >= 4096 else chunk_bytes
 
 
 def _check_positive_int(name: str, value: object) -> None:
