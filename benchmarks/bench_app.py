@@ -5,9 +5,13 @@ Both versions share the routes below, so the runner drives them alike:
 ``/d/<backend>``
     One ``ServiceData`` per backend (``plain``, ``queue``, ``file``; ``redis`` and
     ``offload`` when this version has them).
+``/f/<backend>``
+    When this version has the opt-in fast path (``serve(app, fast=True)``): a
+    second service on the same cache, answered by it.
 ``POST /register/<backend>``
     Registers the request body as an in-memory file (``io.BytesIO``) named after
-    ``name``; ``one_time=1`` makes it a one-time entry. Answers the address.
+    ``name``; ``one_time=1`` makes it a one-time entry; ``fast=1`` registers it
+    through the ``/f/`` service. Answers the address.
 ``POST /register-file/<backend>?path=...&as=path|bytes``
     Registers a file of the data folder as a path, or read into memory.
 ``GET /send-file/<name>``
@@ -22,6 +26,7 @@ disk caches) and ``BENCH_REDIS_URL`` (optional).
 from __future__ import annotations
 
 import base64
+import inspect
 import io
 import os
 import queue
@@ -35,6 +40,7 @@ DATA = os.path.realpath(os.environ["BENCH_DATA"])
 CACHE = os.environ["BENCH_CACHE"]
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "")
 LEGACY = not hasattr(dfc, "Entry")  # 0.2.0 has no Entry record
+FAST = "fast" in inspect.signature(dfc.ServiceData.serve).parameters
 
 app = flask.Flask(__name__)
 
@@ -52,8 +58,11 @@ def _caches() -> dict[str, Any]:
 
 
 services: dict[str, Any] = {}
+fast_services: dict[str, Any] = {}
 for _name, _cache in _caches().items():
     services[_name] = dfc.ServiceData(_cache, service_name=f"/d/{_name}")
+    if FAST:
+        fast_services[_name] = dfc.ServiceData(_cache, service_name=f"/f/{_name}")
 if not LEGACY:
     # The same disk cache folder, answered with X-Accel-Redirect for nginx in front.
     services["offload"] = dfc.ServiceData(
@@ -64,11 +73,14 @@ if not LEGACY:
     )
 for _service in services.values():
     _service.serve(app)
+for _service in fast_services.values():
+    _service.serve(app, fast=True)
 
 
 def _service(backend: str) -> Any:
+    chosen = fast_services if flask.request.args.get("fast") == "1" else services
     try:
-        return services[backend]
+        return chosen[backend]
     except KeyError:
         flask.abort(404)
 

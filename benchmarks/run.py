@@ -177,12 +177,32 @@ def measure_large(url: str, workers: list[psutil.Process], size: int) -> dict[st
     return {"mib_per_s": count / MiB / seconds, "rss_growth_mib": sampler.growth_mib}
 
 
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    """CPU time (user and system) that ``processes`` have used so far."""
+    total = 0.0
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
+
+
 def measure_roundtrip(
-    base: str, backend: str, one_time: bool, clients: int, seconds: float, asset: bytes
+    base: str,
+    backend: str,
+    one_time: bool,
+    clients: int,
+    seconds: float,
+    asset: bytes,
+    fast: bool = False,
+    workers: list[psutil.Process] | None = None,
 ) -> dict[str, float]:
-    """Clients that each register the asset (POST) and fetch it back (GET) in a loop."""
+    """Clients that each register the asset (POST) and fetch it back (GET) in a loop.
+
+    With ``workers``, also the server's CPU time per round trip (``worker_cpu_us``).
+    """
     host, port, _ = _split(base)
-    query = "?name=icon.svg" + ("&one_time=1" if one_time else "")
+    query = "?name=icon.svg" + ("&one_time=1" if one_time else "") + ("&fast=1" if fast else "")
     register_path = f"/register/{backend}{query}"
     deadline = time.perf_counter() + seconds
     latencies: list[float] = []
@@ -220,19 +240,24 @@ def measure_roundtrip(
             failures[0] += failed
 
     started = time.perf_counter()
+    cpu = cpu_seconds(workers or [])
     threads = [threading.Thread(target=client) for _ in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - started
+    cpu = cpu_seconds(workers or []) - cpu
     latencies.sort()
-    return {
+    result = {
         "per_s": len(latencies) / elapsed,
         "p50_ms": _percentile(latencies, 0.50) * 1000,
         "p99_ms": _percentile(latencies, 0.99) * 1000,
         "failed": failures[0],
     }
+    if workers and latencies:
+        result["worker_cpu_us"] = cpu / (len(latencies) + failures[0]) * 1e6
+    return result
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -244,8 +269,14 @@ def _percentile(values: list[float], q: float) -> float:
 _WRK_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60000.0}
 
 
-def measure_wrk(url: str, seconds: int) -> dict[str, float]:
-    """``wrk`` with 2 threads and 8 connections for a few seconds."""
+def measure_wrk(
+    url: str, seconds: int, workers: list[psutil.Process] | None = None
+) -> dict[str, float]:
+    """``wrk`` with 2 threads and 8 connections for a few seconds.
+
+    With ``workers``, also the server's CPU time per request (``worker_cpu_us``).
+    """
+    cpu = cpu_seconds(workers or [])
     out = subprocess.run(
         ["wrk", "-t2", "-c8", f"-d{seconds}s", "--latency", url],
         capture_output=True,
@@ -253,7 +284,11 @@ def measure_wrk(url: str, seconds: int) -> dict[str, float]:
         timeout=seconds + 60,
         check=True,
     ).stdout
+    cpu = cpu_seconds(workers or []) - cpu
     result = {"per_s": float(re.search(r"Requests/sec:\s*([\d.]+)", out).group(1))}  # type: ignore[union-attr]
+    count = re.search(r"(\d+) requests in", out)
+    if workers and count and int(count.group(1)):
+        result["worker_cpu_us"] = cpu / int(count.group(1)) * 1e6
     for label, key in (("50%", "p50_ms"), ("99%", "p99_ms")):
         found = re.search(rf"^\s*{re.escape(label)}\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)
         if found:
@@ -432,29 +467,37 @@ class Run:
             for name, case, server, url in plans:
                 self.add("large", name, case, measure_large(url, server.workers(), size))
 
-    def _has(self, server: Gunicorn, backend: str) -> bool:
-        status, _, _ = download(f"{server.base}/d/{backend}?uid=x")
+    def _has(self, server: Gunicorn, backend: str, prefix: str = "/d/") -> bool:
+        status, _, _ = download(f"{server.base}{prefix}{backend}?uid=x")
         return status != 404
+
+    def _fast(self, name: str, server: Gunicorn) -> bool:
+        """Whether ``server`` also serves its entries through the opt-in fast path."""
+        return not name.startswith("0.2.0") and self._has(server, "plain", prefix="/f/")
 
     # Workload 2.
     def roundtrip(self, servers: dict[str, Gunicorn]) -> None:
         settings = self.settings
-        plans: list[tuple[str, str, Gunicorn, str, bool]] = []
+        plans: list[tuple[str, str, Gunicorn, str, bool, bool]] = []
         for name, server in servers.items():
             gthread = name.endswith("gthread")
             backends = ["plain", "queue", "file", "redis"] if gthread else ["plain", "file"]
             if settings.quick:
                 backends = ["plain", "file"]
-            for backend in backends:
-                if backend == "redis" and (
-                    name.startswith("0.2.0") or not self._has(server, backend)
-                ):
-                    continue
-                plans.append((name, backend, server, backend, False))
-                if gthread:
-                    plans.append((name, backend + "+one_time", server, backend, True))
+            ways = ["", "fast:"] if self._fast(name, server) else [""]
+            for way in ways:
+                for backend in backends:
+                    if backend == "redis" and (
+                        name.startswith("0.2.0") or not self._has(server, backend)
+                    ):
+                        continue
+                    fast = way == "fast:"
+                    plans.append((name, way + backend, server, backend, False, fast))
+                    if gthread:
+                        case = way + backend + "+one_time"
+                        plans.append((name, case, server, backend, True, fast))
         for _ in range(settings.repeats):
-            for name, case, server, backend, one_time in plans:
+            for name, case, server, backend, one_time, fast in plans:
                 run = measure_roundtrip(
                     server.base,
                     backend,
@@ -462,6 +505,8 @@ class Run:
                     settings.clients,
                     settings.roundtrip_seconds,
                     self.asset,
+                    fast,
+                    server.workers(),
                 )
                 self.add("roundtrip", name, case, run)
 
@@ -479,8 +524,18 @@ class Run:
             }
             if not name.startswith("0.2.0"):
                 cases["send_file"] = "/send-file/asset.svg"
+            if self._fast(name, server):
+                base = server.base
+                cases["fast:plain"] = post(
+                    f"{base}/register/plain?name=icon.svg&fast=1", self.asset
+                )
+                cases["fast:file"] = post(f"{base}/register/file?name=icon.svg&fast=1", self.asset)
+                cases["fast:path"] = post(
+                    f"{base}/register-file/plain?name=asset.svg&as=path&fast=1"
+                )
             if name.endswith("sync"):
-                cases = {k: v for k, v in cases.items() if k in ("plain", "send_file")}
+                kept = ("plain", "fast:plain", "send_file")
+                cases = {k: v for k, v in cases.items() if k in kept}
             for case, address in cases.items():
                 plans.append((name, case, server.base + address))
         if nginx is not None:
@@ -491,7 +546,9 @@ class Run:
         # Short wrk runs are the noisiest figures: more of them.
         for _ in range(self.settings.wrk_repeats):
             for name, case, url in plans:
-                self.add("get_only", name, case, measure_wrk(url, self.settings.wrk_seconds))
+                workers = servers[name].workers() if name in servers else None
+                run = measure_wrk(url, self.settings.wrk_seconds, workers)
+                self.add("get_only", name, case, run)
 
     # Report.
     def report(self, register: Any, versions: dict[str, str], seconds: float) -> dict[str, Any]:
@@ -564,32 +621,44 @@ def judge(
                 )
             elif case == "plain":
                 target(f"large in-memory >= 0.9 x send_file ({worker})", r, 0.9)
-        for case in ("plain", "queue", "file", "redis"):
-            for suffix in ("", "+one_time"):
-                got = value("roundtrip", ours, case + suffix, "per_s")
-                old_value = value("roundtrip", old, case + suffix, "per_s")
-                r = ratio(f"register+GET {case}{suffix} / 0.2.0 ({worker})", got, old_value)
-                failed = series.get(("roundtrip", ours, case + suffix))
-                failures = sum(run.get("failed", 0) for run in failed.runs) if failed else 0
-                if old_value is not None:
-                    target(
-                        f"register+GET {case}{suffix} >= 2 x 0.2.0, 0 failed ({worker})",
-                        r,
-                        2.0,
-                        failures == 0,
-                        f"{failures} failed",
+        # Each figure of ours twice: through the route, and through the opt-in fast
+        # path ("fast:" cases), both against the same figure of 0.2.0.
+        for way, label in (("", worker), ("fast:", f"{worker}, fast path")):
+            for case in ("plain", "queue", "file", "redis"):
+                for suffix in ("", "+one_time"):
+                    got = value("roundtrip", ours, way + case + suffix, "per_s")
+                    old_value = value("roundtrip", old, case + suffix, "per_s")
+                    r = ratio(f"register+GET {case}{suffix} / 0.2.0 ({label})", got, old_value)
+                    cpu = ratio(
+                        f"register+GET {case}{suffix} worker CPU, 0.2.0 / ours ({label})",
+                        value("roundtrip", old, case + suffix, "worker_cpu_us"),
+                        value("roundtrip", ours, way + case + suffix, "worker_cpu_us"),
                     )
-        send = value("get_only", ours, "send_file", "per_s")
-        static = value("get_only", "nginx", "static", "per_s")
-        for case in ("plain", "file", "path"):
-            got = value("get_only", ours, case, "per_s")
-            ratio(f"GET-only {case} / send_file ({worker})", got, send)
-            ratio(f"GET-only {case} / nginx static ({worker})", got, static)
-            r = ratio(
-                f"GET-only {case} / 0.2.0 ({worker})", got, value("get_only", old, case, "per_s")
-            )
-            if r is not None:
-                target(f"GET-only {case} >= 1.2 x 0.2.0 ({worker})", r, 1.2)
+                    failed = series.get(("roundtrip", ours, way + case + suffix))
+                    failures = sum(run.get("failed", 0) for run in failed.runs) if failed else 0
+                    if old_value is not None:
+                        target(
+                            f"register+GET {case}{suffix} >= 2 x 0.2.0, 0 failed ({label})",
+                            r,
+                            2.0,
+                            failures == 0,
+                            _notes(f"{failures} failed", _cpu_note(cpu)),
+                        )
+            send = value("get_only", ours, "send_file", "per_s")
+            static = value("get_only", "nginx", "static", "per_s")
+            for case in ("plain", "file", "path"):
+                got = value("get_only", ours, way + case, "per_s")
+                ratio(f"GET-only {case} / send_file ({label})", got, send)
+                ratio(f"GET-only {case} / nginx static ({label})", got, static)
+                old_value = value("get_only", old, case, "per_s")
+                r = ratio(f"GET-only {case} / 0.2.0 ({label})", got, old_value)
+                cpu = ratio(
+                    f"GET-only {case} worker CPU, 0.2.0 / ours ({label})",
+                    value("get_only", old, case, "worker_cpu_us"),
+                    value("get_only", ours, way + case, "worker_cpu_us"),
+                )
+                if r is not None:
+                    target(f"GET-only {case} >= 1.2 x 0.2.0 ({label})", r, 1.2, note=_cpu_note(cpu))
     static = value("large", "nginx", "static", "mib_per_s")
     for case in ("offload_path", "offload_file"):
         r = ratio(
@@ -606,6 +675,15 @@ def judge(
             old = register.get("0.2.0", {}).get(backend, {}).get(size)
             ratio(f"register() {backend} {size} B time / 0.2.0", seconds, old)
     return ratios, targets
+
+
+def _cpu_note(ratio: float | None) -> str:
+    """How much less CPU time per request the worker used than 0.2.0's."""
+    return "" if ratio is None else f"worker CPU/request {ratio:.2f} x less"
+
+
+def _notes(*notes: str) -> str:
+    return "; ".join(note for note in notes if note)
 
 
 def machine() -> dict[str, Any]:
@@ -661,7 +739,7 @@ def render(result: dict[str, Any]) -> str:
             [row["server"], row["case"], _fmt(row["mib_per_s"]), _fmt(row["rss_growth_mib"])]
         )
     lines += [*table(rows), "", "Register + GET of a 10 KiB SVG, 8 clients", ""]
-    rows = [["server", "backend", "round trips/s", "p50 ms", "p99 ms", "failed"]]
+    rows = [["server", "backend", "round trips/s", "p50 ms", "p99 ms", "failed", "worker CPU us"]]
     for row in result["roundtrip"]:
         rows.append(
             [
@@ -671,10 +749,11 @@ def render(result: dict[str, Any]) -> str:
                 _fmt(row["p50_ms"], 2),
                 _fmt(row["p99_ms"], 2),
                 _fmt(row.get("failed", 0)),
+                _fmt(row.get("worker_cpu_us"), 0),
             ]
         )
     lines += [*table(rows), "", "GET-only of a 10 KiB asset (wrk -t2 -c8)", ""]
-    rows = [["server", "case", "requests/s", "p50 ms", "p99 ms", "non-2xx"]]
+    rows = [["server", "case", "requests/s", "p50 ms", "p99 ms", "non-2xx", "worker CPU us"]]
     for row in result["get_only"]:
         rows.append(
             [
@@ -684,6 +763,7 @@ def render(result: dict[str, Any]) -> str:
                 _fmt(row.get("p50_ms"), 2),
                 _fmt(row.get("p99_ms"), 2),
                 _fmt(row.get("failed", 0)),
+                _fmt(row.get("worker_cpu_us"), 0),
             ]
         )
     lines += [*table(rows), "", "register() alone, median seconds", ""]

@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import re
+import time
 import unicodedata
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import flask
 from werkzeug.datastructures import Headers
 from werkzeug.exceptions import RequestedRangeNotSatisfiable
-from werkzeug.http import http_date, parse_range_header, quote_etag
+from werkzeug.http import dump_options_header, http_date, parse_range_header, quote_etag
 
-from ._keys import is_valid_key
+from ._keys import KEY_PATTERN, is_valid_key
 from ._lazy import ProducingIterator, wait_for_body
 from ._session import matches as session_matches
-from ._streams import BodyIterator
+from ._streams import BodyIterator, BufferReader
 from .entry import Entry
 from .errors import BackendUnavailable, EntryGone, EntryNotFound
 
@@ -64,6 +66,7 @@ _CONDITIONAL = (
 )
 _ZERO_SUFFIX = re.compile(r"\s*bytes\s*=\s*-0+\s*")
 _EXPOSED = "Content-Disposition, Content-Length, Content-Range, Accept-Ranges, ETag"
+_WHOLE_FILE_TAIL = (("Accept-Ranges", "bytes"),)
 # Upstream headers that a remote entry passes on; nothing else from the upstream
 # server reaches the browser.
 _UPSTREAM_HEADERS = ("Content-Type", "Content-Length", "Content-Range", "Accept-Ranges")
@@ -103,6 +106,65 @@ def _is_active(content_type: str) -> bool:
     return mime in _ACTIVE_TYPES or mime.endswith("+xml")
 
 
+class _SecondClock:
+    """``http_date()`` of the current second, formatted once per second."""
+
+    def __init__(self) -> None:
+        self._last: tuple[int, str] = (-1, "")
+
+    def __call__(self) -> str:
+        second = int(time.time())
+        last = self._last
+        if last[0] != second:
+            # A tuple is replaced whole, so concurrent threads never see half of one.
+            last = self._last = (second, http_date(second))
+        return last[1]
+
+
+date_now = _SecondClock()
+# Last-Modified of the entries served lately: formatting a date costs more than
+# the rest of their headers together.
+_last_modified = functools.lru_cache(maxsize=1024)(http_date)
+
+
+def _cross_origin_headers(origin: str) -> tuple[tuple[str, str], ...]:
+    if not origin:
+        return ()
+    allow = (("Access-Control-Allow-Origin", origin), ("Access-Control-Expose-Headers", _EXPOSED))
+    if origin == "*":
+        return allow
+    return (*allow, ("Access-Control-Allow-Credentials", "true"), ("Vary", "Origin"))
+
+
+def describing_headers(
+    service: ServiceData, entry: Entry, download: bool, content_type: str
+) -> list[tuple[str, str]]:
+    """The headers derived from the entry and the service, in the order they are sent."""
+    kind, params = content_disposition("attachment" if download else "inline", entry.file_name)
+    headers = [
+        ("Content-Disposition", dump_options_header(kind, params)),
+        # Revalidate every time: the address is a capability, not for shared caches.
+        ("Cache-Control", "no-store" if entry.one_time else "private, no-cache"),
+    ]
+    if not download and not service.allow_active_content and _is_active(content_type):
+        headers.append(("Content-Security-Policy", "sandbox"))
+    headers.append(("X-Content-Type-Options", "nosniff"))
+    headers += _cross_origin_headers(service.allowed_cross_origin)
+    return headers
+
+
+def file_headers(service: ServiceData, entry: Entry, download: bool) -> list[tuple[str, str]]:
+    """The headers of a stored or in-place file, before the range and date headers."""
+    headers = [
+        ("Content-Type", entry.content_type),
+        ("Content-Length", str(entry.size)),
+        ("ETag", quote_etag(entry.etag)),
+        ("Last-Modified", _last_modified(entry.created)),
+    ]
+    headers += describing_headers(service, entry, download, entry.content_type)
+    return headers
+
+
 class _Answer:
     """Builds the responses of one request, with the headers every answer shares."""
 
@@ -112,13 +174,8 @@ class _Answer:
 
     def common(self, headers: Headers) -> None:
         headers["X-Content-Type-Options"] = "nosniff"
-        origin = self.service.allowed_cross_origin
-        if origin:
-            headers["Access-Control-Allow-Origin"] = origin
-            headers["Access-Control-Expose-Headers"] = _EXPOSED
-            if origin != "*":
-                headers["Access-Control-Allow-Credentials"] = "true"
-                headers.add("Vary", "Origin")
+        for name, value in _cross_origin_headers(self.service.allowed_cross_origin):
+            headers.add(name, value)
 
     def error(self, status: int, message: str) -> flask.Response:
         accept = self.request.accept_mimetypes
@@ -148,39 +205,27 @@ class _Answer:
     def describe(self, resp: flask.Response, entry: Entry, download: bool) -> None:
         """Set the headers derived from the entry."""
         headers = resp.headers
-        kind, params = content_disposition("attachment" if download else "inline", entry.file_name)
-        headers.set("Content-Disposition", kind, **params)
-        if entry.one_time:
-            headers["Cache-Control"] = "no-store"
-        else:
-            # Revalidate every time: the address is a capability, not for shared caches.
-            headers["Cache-Control"] = "private, no-cache"
-        if (
-            not download
-            and not self.service.allow_active_content
-            and _is_active(resp.content_type or "")
+        # None of these names is set yet, so adding them is setting them.
+        for name, value in describing_headers(
+            self.service, entry, download, resp.content_type or ""
         ):
-            headers["Content-Security-Policy"] = "sandbox"
-        self.common(headers)
+            headers.add(name, value)
 
     def file(self, entry: Entry, stream: BinaryIO, download: bool) -> flask.Response:
         body = BodyIterator(stream, entry.size, self.service.chunk_bytes)
-        resp = flask.Response(body, content_type=entry.content_type, direct_passthrough=True)
-        headers = resp.headers
-        headers["Content-Length"] = str(entry.size)
-        headers["ETag"] = quote_etag(entry.etag)
-        headers["Last-Modified"] = http_date(entry.created)
-        self.describe(resp, entry, download)
+        headers = file_headers(self.service, entry, download)
         environ = self.request.environ
         try:
             if any(name in environ for name in _CONDITIONAL):
+                resp = flask.Response(body, 200, headers, direct_passthrough=True)
                 environ = self._environ_for_ranges(entry.size)
                 resp.make_conditional(environ, accept_ranges=True, complete_length=entry.size)
             else:
                 # Nothing to evaluate: skip Werkzeug's conditional machinery, which
                 # costs a third of the view's time for a small file.
-                headers["Accept-Ranges"] = "bytes"
-                headers["Date"] = http_date()
+                headers += _WHOLE_FILE_TAIL
+                headers.append(("Date", date_now()))
+                resp = flask.Response(body, 200, headers, direct_passthrough=True)
         except RequestedRangeNotSatisfiable:
             body.close()
             resp = self.error(416, "the requested range is outside the file")
@@ -196,17 +241,11 @@ class _Answer:
             return self._offloaded(resp, target)
         if resp.status_code != 200 or self.request.method != "GET":
             return resp
-        if entry.one_time:
-            cache = self.service.cache
-            if not cache.claim(entry.key):
-                body.close()
-                return self.error(410, "this one-time file is being or was downloaded")
-            body._on_close = _consume_or_release(cache, entry.key)
-            return resp
-        wrapper = self.request.environ.get("wsgi.file_wrapper")
-        if wrapper is not None and _has_file_descriptor(stream):
-            # Let the server send the file itself (sendfile where it can).
-            resp.response = wrapper(stream, self.service.chunk_bytes)
+        sent = whole_body(self.service, entry, body, self.request.environ)
+        if sent is None:
+            body.close()
+            return self.error(410, "this one-time file is being or was downloaded")
+        resp.response = sent
         return resp
 
     def _offload_target(self, entry: Entry, stream: BinaryIO, status: int) -> str | None:
@@ -379,8 +418,31 @@ def offload_path(stream: BinaryIO, roots: tuple[str, ...]) -> str | None:
     return None
 
 
+def whole_body(
+    service: ServiceData, entry: Entry, body: BodyIterator, environ: dict[str, Any]
+) -> Iterable[bytes] | None:
+    """The WSGI body of a complete GET answer, or ``None`` if a one-time entry is taken.
+
+    A one-time entry is claimed here and consumed once the body was sent whole.
+    """
+    if entry.one_time:
+        cache = service.cache
+        if not cache.claim(entry.key):
+            return None
+        body._on_close = _consume_or_release(cache, entry.key)
+        return body
+    wrapper = environ.get("wsgi.file_wrapper")
+    if wrapper is not None and _has_file_descriptor(body.stream):
+        # Let the server send the file itself (sendfile where it can).
+        sent: Iterable[bytes] = wrapper(body.stream, service.chunk_bytes)
+        return sent
+    return body
+
+
 def _has_file_descriptor(stream: BinaryIO) -> bool:
     """Tell whether ``stream`` is a real file (which a server can sendfile)."""
+    if isinstance(stream, BufferReader):
+        return False
     try:
         stream.fileno()
     except (OSError, ValueError, AttributeError):
@@ -475,20 +537,25 @@ def make_view(service: ServiceData) -> Callable[[], flask.Response]:
     """Build the view function that serves ``service``'s entries."""
 
     def view() -> flask.Response:
-        request = flask.request
+        # The request itself rather than its context-local proxy, which costs a
+        # lookup on every attribute.
+        request: flask.Request = flask.request._get_current_object()  # type: ignore[attr-defined]
         answer = _Answer(service, request)
-        if request.method == "OPTIONS":
+        method = request.method
+        if method == "OPTIONS":
             return answer.preflight()
-        if request.method not in ("GET", "HEAD"):
+        if method not in ("GET", "HEAD"):
             resp = answer.error(405, "only GET and HEAD are allowed here")
             resp.headers["Allow"] = "GET, HEAD, OPTIONS"
             return resp
-        uid = request.args.get("uid")
+        args = request.args
+        uid = args.get("uid")
         if not uid:
             return answer.error(400, "the address has no uid")
         if not is_valid_key(uid):
             return answer.error(400, "the uid is malformed")
-        download = parse_flag(request.args.get("download"))
+        # MultiDict.get builds and catches an exception for a missing key.
+        download = parse_flag(args.get("download") if "download" in args else None)
         if download is None:
             return answer.error(400, "download must be true/1/yes or false/0/no")
         cache = service.cache
@@ -510,8 +577,10 @@ def make_view(service: ServiceData) -> Callable[[], flask.Response]:
                 if stream is not None:
                     stream.close()
                 raise
-            if resp.status_code in (200, 206) and request.method == "GET":
-                offloaded = "X-Accel-Redirect" in resp.headers or "X-Sendfile" in resp.headers
+            if resp.status_code in (200, 206) and method == "GET":
+                offloaded = service.offload is not None and (
+                    "X-Accel-Redirect" in resp.headers or "X-Sendfile" in resp.headers
+                )
                 sent = entry.size if offloaded and resp.status_code == 200 else resp.content_length
                 cache.hit(uid, sent or 0)
             return resp
@@ -527,3 +596,88 @@ def make_view(service: ServiceData) -> Callable[[], flask.Response]:
 
     view.__name__ = "dash_file_cache_view"
     return view
+
+
+# The query of an address made by ServiceData.address(): parse_qsl reads it as
+# exactly these values, since none of the characters is percent-decoded.
+_PLAIN_QUERY = re.compile(rf"uid=({KEY_PATTERN.pattern})(?:&download=([A-Za-z0-9]*))?")
+
+
+class FastPath:
+    """WSGI middleware that answers a service's plain downloads before Flask does.
+
+    It answers a GET or HEAD request for exactly the service's path whose query is
+    the one ``register()`` made, without conditional or ``Range`` headers, for a
+    stored or in-place file that the view would send whole; the answer is the
+    view's own, byte for byte. Every other request goes to ``wsgi_app``, so the
+    view answers it. Flask's request hooks (``before_request``, ``after_request``,
+    ``teardown_request``), its signals and its session handling do not run for the
+    requests answered here.
+    """
+
+    def __init__(self, wsgi_app: Any, service: ServiceData, path: str) -> None:
+        self.wsgi_app = wsgi_app
+        self.service = service
+        self.path = path
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == self.path and environ.get("REQUEST_METHOD") in (
+            "GET",
+            "HEAD",
+        ):
+            answer = self._answer(environ)
+            if answer is not None:
+                start_response("200 OK", answer[0])
+                return answer[1]
+        result: Iterable[bytes] = self.wsgi_app(environ, start_response)
+        return result
+
+    def _answer(
+        self, environ: dict[str, Any]
+    ) -> tuple[list[tuple[str, str]], Iterable[bytes]] | None:
+        service = self.service
+        if service.offload is not None or any(name in environ for name in _CONDITIONAL):
+            return None
+        found = _PLAIN_QUERY.fullmatch(environ.get("QUERY_STRING", ""))
+        if found is None:
+            return None
+        download = parse_flag(found.group(2))
+        if download is None:
+            return None
+        uid = found.group(1)
+        cache = service.cache
+        try:
+            entry, stream = cache.open(uid)
+        except (EntryNotFound, BackendUnavailable, OSError):
+            # The view answers misses and failures, and counts them.
+            return None
+        if (
+            stream is None
+            or entry.lazy
+            or entry.url is not None
+            or entry.scope != "app"
+            # The app's session hook may add a cookie to a page.
+            or "html" in entry.content_type.lower()
+        ):
+            if stream is not None:
+                stream.close()
+            return None
+        body = BodyIterator(stream, entry.size, service.chunk_bytes)
+        headers = file_headers(service, entry, download)
+        headers += _WHOLE_FILE_TAIL
+        headers.append(("Date", date_now()))
+        if environ["REQUEST_METHOD"] != "GET":
+            body.close()
+            return headers, []
+        try:
+            sent = whole_body(service, entry, body, environ)
+            if sent is not None:
+                cache.hit(uid, entry.size)
+        except (BackendUnavailable, OSError):
+            sent = None
+        if sent is None:
+            # Taken by another download meanwhile, or the backend failed: the
+            # view answers that.
+            body.close()
+            return None
+        return headers, sent

@@ -21,6 +21,8 @@ import flask
 __all__ = ["COOKIE_NAME", "current_session", "install", "matches"]
 
 COOKIE_NAME = "dash_file_cache_session"
+# Where a token made during a request waits for its response, in ``flask.g``.
+_NEW_TOKEN = "dash_file_cache_new_session"
 _TOKEN_LENGTH = 43  # secrets.token_urlsafe(32)
 
 
@@ -70,8 +72,15 @@ def current_session() -> str:
 
 
 def _new_token_for_this_response() -> str:
+    # One token per request: several session-scoped entries registered in the same
+    # request belong to the same browser.
+    existing = flask.g.get(_NEW_TOKEN)
+    if existing is not None:
+        return str(existing)
     token = secrets.token_urlsafe(32)
-    flask.g.dash_file_cache_new_session = token
+    setattr(flask.g, _NEW_TOKEN, token)
+    if flask.current_app.extensions.get("dash_file_cache_session"):
+        flask.after_this_request(_set_new_token)
     return token
 
 
@@ -81,21 +90,36 @@ def matches(request: flask.Request, digest: str) -> bool:
     return _valid(token) and hmac.compare_digest(_digest(str(token)), digest)
 
 
+def _set_new_token(response: flask.Response) -> flask.Response:
+    """Send the token made in this request."""
+    return _with_token(response, getattr(flask.g, _NEW_TOKEN))
+
+
 def _set_cookie(response: flask.Response) -> flask.Response:
+    """Give a page a token as it loads, unless the browser has one.
+
+    Every later callback (background ones included) then already has one; other
+    answers are left alone. It runs on every response of the app, so the common
+    case costs one comparison.
+    """
+    if response.mimetype != "text/html" or response.status_code == 204:
+        return response
     request = flask.request
-    token = flask.g.get("dash_file_cache_new_session")
-    if token is None:
-        # Pages get a token as they load, so that every later callback (background
-        # ones included) already has one; other answers are left alone.
-        if response.mimetype != "text/html" or _valid(request.cookies.get(COOKIE_NAME)):
-            return response
-        token = secrets.token_urlsafe(32)
+    if flask.g.get(_NEW_TOKEN) is not None:
+        return response  # sent by _set_new_token
+    # Without a Cookie header there is no token, and nothing to parse.
+    if "HTTP_COOKIE" in request.environ and _valid(request.cookies.get(COOKIE_NAME)):
+        return response
+    return _with_token(response, secrets.token_urlsafe(32))
+
+
+def _with_token(response: flask.Response, token: str) -> flask.Response:
     response.set_cookie(
         COOKIE_NAME,
         token,
         httponly=True,
         samesite="Lax",
-        secure=request.is_secure,
+        secure=flask.request.is_secure,
         path="/",
     )
     return response

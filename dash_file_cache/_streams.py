@@ -98,6 +98,11 @@ class BodyIterator:
         self._complete = False
         self._closed = False
 
+    @property
+    def stream(self) -> BinaryIO:
+        """The stream the body is read from."""
+        return self._stream
+
     def seekable(self) -> bool:
         return True
 

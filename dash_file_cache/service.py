@@ -9,7 +9,7 @@ from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any, ParamSpec
 
 from . import _inputs
-from ._keys import new_key
+from ._keys import is_valid_key, new_key
 from ._lazy import Producers, is_producer
 from ._process import in_background_job
 from ._session import current_session
@@ -342,22 +342,35 @@ class ServiceData:
 
     def address(self, key: str, download: bool = False) -> str:
         """The address of the entry ``key`` as seen by the browser."""
-        query = urllib.parse.urlencode({"uid": key})
+        # An id made by new_key() is URL-safe as it is.
+        query = "uid=" + key if is_valid_key(key) else urllib.parse.urlencode({"uid": key})
         return f"{self._prefix}{self._service_name}?{query}" + (
             "&download=true" if download else ""
         )
 
     # Serving ------------------------------------------------------------------
 
-    def serve(self, app: Any, endpoint: str | None = None) -> None:
+    def serve(self, app: Any, endpoint: str | None = None, *, fast: bool = False) -> None:
         """Add the GET route of this service to a ``dash.Dash`` or ``flask.Flask`` app.
 
         For a Dash app the route honours ``routes_pathname_prefix`` and the
         addresses honour ``requests_pathname_prefix``.
+
+        With ``fast=True`` a WSGI middleware in front of the app answers the plain
+        downloads (a GET or HEAD of a registered address, without conditional or
+        ``Range`` headers) before Flask routes them: the same answers, with less
+        work per request. Flask's ``before_request`` and ``after_request`` hooks
+        (such as a login check) then do not run for those requests, so turn it on
+        only where the addresses need no such hook.
         """
-        from ._http import make_view
+        from ._http import FastPath, make_view
 
         server = _as_flask(app)
+        if fast and (server.url_map.host_matching or server.subdomain_matching):
+            raise ValueError(
+                "fast=True answers by path alone, and this app matches routes by host "
+                "or subdomain; serve the files with fast=False"
+            )
         route_prefix = request_prefix = ""
         config = getattr(app, "config", None)
         if app is not server and config is not None:
@@ -378,6 +391,10 @@ class ServiceData:
         )
         self._prefix = request_prefix
         install_session(server)
+        if fast:
+            server.wsgi_app = FastPath(  # type: ignore[method-assign]
+                server.wsgi_app, self, route_prefix + self._service_name
+            )
 
     init_app = serve
 

@@ -225,8 +225,11 @@ def test_entries_survive_a_graceful_reload(
         addresses = [register(base, size=size, seed=i) for i, size in enumerate(sizes)]
         master = psutil.Process(int(session.get(base + "/health", timeout=10).text)).parent()
         assert master is not None
-        old = worker_pids(master)
-        assert len(old) == 4
+        # The server answers as soon as one worker runs: wait for all four.
+        deadline = time.monotonic() + 30
+        while len(old := worker_pids(master)) != 4:
+            assert time.monotonic() < deadline, f"only {len(old)} workers after 30 s"
+            time.sleep(0.05)
         # SIGHUP makes the master start four new workers, then stop the old ones
         # once the new ones run: a reload without downtime, and without memory.
         master.send_signal(signal.SIGHUP)

@@ -599,3 +599,20 @@ def test_names_and_memoize_work_from_a_background_child() -> None:
     assert memo_a == memo_b
     assert served.get(memo_a).data == b"export 1"
     assert export(1) == memo_a  # the serving process finds the child's result
+
+
+def test_two_session_entries_in_one_cookieless_request_share_the_session() -> None:
+    app = flask.Flask("two-in-one")
+    service = dfc.ServiceData(dfc.CachePlain(8))
+    service.serve(app)
+
+    @app.post("/make-two")
+    def make_two() -> str:
+        first = service.register(b"first", scope="session")
+        second = service.register(b"second", scope="session")
+        return first + " " + second
+
+    client = app.test_client()
+    first, second = client.post("/make-two").get_data(as_text=True).split()
+    assert client.get(first, buffered=True).data == b"first"
+    assert client.get(second, buffered=True).data == b"second"

@@ -124,6 +124,7 @@ class CachePlain(CacheAbstract):
         self._bytes = 0
         self._marks = Marks(clock)
         self._next_sweep = 0.0
+        self._expiring = False
         self._owner_pid = os.getpid()
         self._copied_into_child = is_inheriting()
 
@@ -180,6 +181,8 @@ class CachePlain(CacheAbstract):
                 self._bytes -= old[0].size
             self._items[entry.key] = (entry, data)
             self._bytes += entry.size
+            # Sweeping is needed only once some entry can expire.
+            self._expiring = self._expiring or entry.expires is not None
             evicted += self._sweep_expired()
             while len(self._items) > self._cache_size or (
                 self.bounds.max_bytes is not None and self._bytes > self.bounds.max_bytes
@@ -197,7 +200,7 @@ class CachePlain(CacheAbstract):
     def _sweep_expired(self) -> list[Entry]:
         """Drop expired entries, at most once a second (called with the lock held)."""
         now = self.bounds.clock()
-        if now < self._next_sweep:
+        if now < self._next_sweep or not self._expiring:
             return []
         self._next_sweep = now + 1.0
         expired = [key for key, (e, _) in self._items.items() if self.bounds.expired(e)]

@@ -1,0 +1,337 @@
+"""serve(app, fast=True) answers exactly as the Flask route does, request by request.
+
+Two apps serve two backends holding the same entries (same ids, ETags and times):
+one through the route alone, one with the fast path in front. Every request of the
+table goes to both; status, headers (but Date) and body must be identical, and the
+requests the fast path is meant for must not reach Flask at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+import flask
+import pytest
+from backends import close_backend, make_backend
+from werkzeug.wsgi import FileWrapper
+
+import dash_file_cache as dfc
+from dash_file_cache.errors import BackendUnavailable
+
+BODY = bytes(range(256)) * 40  # 10 KiB with every byte value
+SVG = b'<svg xmlns="http://www.w3.org/2000/svg"><circle r="4"/></svg>\n'
+TOKEN = "t" * 43  # a well-formed session token
+OTHER_TOKEN = "u" * 43
+CREATED = 1_700_000_000.25
+
+
+def _key(label: str) -> str:
+    """A fixed, well-formed id, the same in both apps."""
+    return hashlib.sha256(label.encode()).hexdigest()[:32]
+
+
+def _entry(label: str, body: bytes | None, **fields: Any) -> dfc.Entry:
+    options: dict[str, Any] = {
+        "size": len(body) if body is not None else 0,
+        "mime_type": "application/octet-stream",
+        "content_type": "application/octet-stream",
+        "file_name": f"{label}.bin",
+        "created": CREATED,
+        "etag": _key("etag " + label),
+    }
+    options.update(fields)
+    return dfc.Entry(key=_key(label), **options)
+
+
+def _entries(data: Path) -> list[tuple[dfc.Entry, bytes | None]]:
+    path = data / "report.csv"
+    if not path.exists():
+        path.write_bytes(BODY)
+    return [
+        (_entry("bin", BODY), BODY),
+        (_entry("svg", SVG, mime_type="image/svg+xml", content_type="image/svg+xml"), SVG),
+        (
+            _entry(
+                "text",
+                b"caf\xc3\xa9\n",
+                mime_type="text/plain",
+                content_type="text/plain; charset=utf-8",
+                file_name="café.txt",
+            ),
+            b"caf\xc3\xa9\n",
+        ),
+        (_entry("one", BODY, one_time=True), BODY),
+        # Big enough for CacheFile to keep it in a file of its own.
+        (_entry("big", BODY * 8), BODY * 8),
+        (
+            _entry(
+                "path",
+                None,
+                size=len(BODY),
+                mime_type="text/csv",
+                content_type="text/csv",
+                file_name="report.csv",
+                path=str(path),
+            ),
+            None,
+        ),
+        (
+            _entry("html", b"<p>hi</p>", mime_type="text/html", content_type="text/html"),
+            b"<p>hi</p>",
+        ),
+        (
+            _entry(
+                "session", BODY, scope="session", session=hashlib.sha256(TOKEN.encode()).hexdigest()
+            ),
+            BODY,
+        ),
+        (_entry("gone", BODY), BODY),
+    ]
+
+
+@dataclass
+class World:
+    """An app serving one backend, with or without the fast path; counts what reaches Flask."""
+
+    cache: dfc.CacheAbstract
+    fast: bool
+    origin: str
+    reached_flask: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.app = flask.Flask("fast" if self.fast else "route")
+        self.service = dfc.ServiceData(self.cache, allowed_cross_origin=self.origin or None)
+        self.service.serve(self.app, fast=self.fast)
+        self.app.before_request(lambda: self.reached_flask.append(flask.request.full_path))
+        # Without a cookie jar, so that a Cookie header goes out as given.
+        self.client = self.app.test_client(use_cookies=False)
+
+    def request(self, method: str, query: str, headers: dict[str, str]) -> Any:
+        return self.client.open(
+            "/cached-data" + query,
+            method=method,
+            headers=headers,
+            buffered=True,
+            environ_base={"wsgi.file_wrapper": FileWrapper},
+        )
+
+
+@pytest.fixture(params=["plain", "file"])
+def worlds(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[World, World]]:
+    made = []
+    for fast in (False, True):
+        cache = make_backend(str(request.param), tmp_path / f"fast{fast}")
+        for entry, body in _entries(tmp_path):
+            cache.put(entry, body)
+        cache.delete(_key("gone"))
+        made.append(World(cache, fast, origin=""))
+    yield made[0], made[1]
+    for world in made:
+        close_backend(world.cache)
+
+
+def _answer(resp: Any) -> tuple[str, list[tuple[str, str]], bytes]:
+    # A new session token is random: only its place and attributes can match.
+    headers = [
+        (k, re.sub(r"^dash_file_cache_session=[\w-]{43};", "<token>;", v))
+        for k, v in resp.headers.items()
+        if k != "Date"
+    ]
+    return resp.status, headers, resp.get_data()
+
+
+def _same(route: World, fast: World, method: str, query: str, **headers: str) -> Any:
+    expected = route.request(method, query, headers)
+    got = fast.request(method, query, headers)
+    assert _answer(got) == _answer(expected)
+    return got
+
+
+def _uid(label: str, download: str | None = None) -> str:
+    return f"?uid={_key(label)}" + ("" if download is None else f"&download={download}")
+
+
+# (id, method, query, request headers, answered by the fast path itself)
+REQUESTS: list[tuple[str, str, str, dict[str, str], bool]] = [
+    ("plain", "GET", _uid("bin"), {}, True),
+    ("svg, sandboxed", "GET", _uid("svg"), {}, True),
+    ("svg download", "GET", _uid("svg", "true"), {}, True),
+    ("download=1", "GET", _uid("bin", "1"), {}, True),
+    ("download=false", "GET", _uid("bin", "false"), {}, True),
+    ("download=", "GET", _uid("bin", ""), {}, True),
+    ("download=True", "GET", _uid("bin", "True"), {}, True),
+    ("non-ASCII name", "GET", _uid("text", "yes"), {}, True),
+    ("path", "GET", _uid("path"), {}, True),
+    ("big", "GET", _uid("big"), {}, True),
+    ("path download", "GET", _uid("path", "on"), {}, True),
+    ("HEAD", "HEAD", _uid("bin"), {}, True),
+    ("HEAD path", "HEAD", _uid("path"), {}, True),
+    ("HEAD one-time", "HEAD", _uid("one"), {}, True),
+    ("range", "GET", _uid("bin"), {"Range": "bytes=10-99"}, False),
+    ("suffix range", "GET", _uid("path"), {"Range": "bytes=-100"}, False),
+    ("range -0", "GET", _uid("bin"), {"Range": "bytes=-0"}, False),
+    ("range outside", "GET", _uid("bin"), {"Range": "bytes=99999-"}, False),
+    ("multi-range", "GET", _uid("bin"), {"Range": "bytes=0-1,5-6"}, False),
+    ("If-None-Match", "GET", _uid("bin"), {"If-None-Match": f'"{_key("etag bin")}"'}, False),
+    (
+        "If-Modified-Since",
+        "GET",
+        _uid("bin"),
+        {"If-Modified-Since": "Sat, 1 Jan 2050 0:0:0 GMT"},
+        False,
+    ),
+    ("If-Match wrong", "GET", _uid("bin"), {"If-Match": '"nope"'}, False),
+    ("If-Range", "GET", _uid("bin"), {"If-Range": '"nope"', "Range": "bytes=0-9"}, False),
+    ("no uid", "GET", "", {}, False),
+    ("malformed uid", "GET", "?uid=../../etc/passwd", {}, False),
+    ("short uid", "GET", "?uid=abc", {}, False),
+    ("bad download", "GET", _uid("bin", "maybe"), {}, False),
+    ("two uids", "GET", _uid("bin") + "&uid=" + _key("svg"), {}, False),
+    ("other parameter", "GET", _uid("bin") + "&x=1", {}, False),
+    ("encoded uid", "GET", "?uid=" + _key("bin")[:31] + "%61", {}, False),
+    ("unknown", "GET", _uid("nothing"), {}, False),
+    ("unknown, JSON", "GET", _uid("nothing"), {"Accept": "application/json"}, False),
+    ("gone", "GET", _uid("gone"), {}, False),
+    ("session, no cookie", "GET", _uid("session"), {}, False),
+    (
+        "session, its cookie",
+        "GET",
+        _uid("session"),
+        {"Cookie": f"dash_file_cache_session={TOKEN}"},
+        False,
+    ),
+    (
+        "session, another cookie",
+        "GET",
+        _uid("session"),
+        {"Cookie": f"dash_file_cache_session={OTHER_TOKEN}"},
+        False,
+    ),
+    ("html page", "GET", _uid("html"), {"Cookie": f"dash_file_cache_session={TOKEN}"}, False),
+    ("POST", "POST", _uid("bin"), {}, False),
+    ("OPTIONS", "OPTIONS", _uid("bin"), {"Origin": "https://app.example"}, False),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "query", "headers", "answered_fast"),
+    [pytest.param(*row[1:], id=row[0]) for row in REQUESTS],
+)
+def test_fast_path_answers_like_the_route(
+    worlds: tuple[World, World],
+    method: str,
+    query: str,
+    headers: dict[str, str],
+    answered_fast: bool,
+) -> None:
+    route, fast = worlds
+    _same(route, fast, method, query, **headers)
+    assert fast.reached_flask == ([] if answered_fast else [route.reached_flask[0]])
+
+
+def test_one_time_entry_is_sent_once_by_either(worlds: tuple[World, World]) -> None:
+    route, fast = worlds
+    first = _same(route, fast, "GET", _uid("one"))
+    assert first.status_code == 200
+    assert first.get_data() == BODY
+    second = _same(route, fast, "GET", _uid("one"))
+    assert second.status_code == 410
+    assert fast.reached_flask == ["/cached-data" + _uid("one")]
+
+
+@pytest.mark.parametrize("origin", ["*", "https://app.example"])
+def test_fast_path_sends_the_cross_origin_headers(tmp_path: Path, origin: str) -> None:
+    route, fast = (World(dfc.CachePlain(4), fast, origin=origin) for fast in (False, True))
+    entry, body = _entries(tmp_path)[0]
+    for world in (route, fast):
+        world.cache.put(entry, body)
+    resp = _same(route, fast, "GET", _uid("bin", "true"), Origin="https://app.example")
+    assert resp.headers["Access-Control-Allow-Origin"] == origin
+    assert fast.reached_flask == []
+
+
+def test_fast_path_counts_hits_like_the_route(worlds: tuple[World, World]) -> None:
+    route, fast = worlds
+    for _ in range(3):
+        _same(route, fast, "GET", _uid("bin"))
+    _same(route, fast, "HEAD", _uid("bin"))
+    _same(route, fast, "GET", _uid("nothing"))
+    for world in (route, fast):
+        assert world.service.info(_key("bin"))["hits"] == 3
+    assert fast.service.stats()["hits"] == route.service.stats()["hits"] == 3
+    assert fast.service.stats()["misses"] == route.service.stats()["misses"] == 1
+    assert fast.service.stats()["bytes_served"] == 3 * len(BODY)
+
+
+def test_a_failing_backend_is_answered_by_the_route(
+    worlds: tuple[World, World], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    route, fast = worlds
+
+    def unavailable(key: str) -> Any:
+        raise BackendUnavailable("down")
+
+    for world in (route, fast):
+        monkeypatch.setattr(world.cache, "open", unavailable)
+    resp = _same(route, fast, "GET", _uid("bin"))
+    assert resp.status_code == 503
+
+
+def test_other_routes_and_paths_pass_through(tmp_path: Path) -> None:
+    world = World(dfc.CachePlain(4), fast=True, origin="")
+    world.app.add_url_rule("/other", view_func=lambda: "other")
+    entry, body = _entries(tmp_path)[0]
+    world.cache.put(entry, body)
+    assert world.client.get("/other").get_data() == b"other"
+    assert world.client.get("/cached-data/" + _uid("bin")).status_code == 404
+    assert world.reached_flask == ["/other?", "/cached-data/" + _uid("bin")]
+
+
+def test_the_fast_path_skips_before_request_hooks(tmp_path: Path) -> None:
+    # The documented trade-off: a login check in before_request does not guard it.
+    world = World(dfc.CachePlain(4), fast=True, origin="")
+    world.app.before_request(lambda: flask.abort(401))
+    entry, body = _entries(tmp_path)[0]
+    world.cache.put(entry, body)
+    assert world.client.get("/cached-data" + _uid("bin")).status_code == 200
+    assert world.client.get("/cached-data" + _uid("nothing")).status_code == 401
+
+
+def test_the_fast_path_follows_the_dash_route_prefix(tmp_path: Path) -> None:
+    dash = pytest.importorskip("dash")
+    app = dash.Dash(__name__, routes_pathname_prefix="/app/", requests_pathname_prefix="/app/")
+    service = dfc.ServiceData(dfc.CachePlain(4))
+    service.serve(app, fast=True)
+    reached: list[str] = []
+    app.server.before_request(lambda: reached.append(flask.request.path))
+    address = service.register(BODY)
+    assert address.startswith("/app/cached-data?uid=")
+    resp = app.server.test_client().get(address, buffered=True)
+    assert resp.status_code == 200
+    assert resp.get_data() == BODY
+    assert reached == []
+
+
+def test_the_date_is_the_current_one(worlds: tuple[World, World]) -> None:
+    _, fast = worlds
+    before = int(time.time())
+    sent = parsedate_to_datetime(fast.request("GET", _uid("bin"), {}).headers["Date"])
+    assert before <= sent.timestamp() <= time.time()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"host_matching": True, "static_host": "files.example"}, {"subdomain_matching": True}],
+)
+def test_the_fast_path_refuses_apps_that_route_by_host(options: dict[str, Any]) -> None:
+    app = flask.Flask("hosts", **options)
+    with pytest.raises(ValueError, match="fast=False"):
+        dfc.ServiceData(dfc.CachePlain(4)).serve(app, fast=True)
+    assert "dash_file_cache.cached-data" not in app.view_functions
