@@ -10,6 +10,7 @@ command -v chromium >/dev/null || apt_needed+=(chromium)
 command -v chromedriver >/dev/null || apt_needed+=(chromium-driver)
 command -v redis-server >/dev/null || apt_needed+=(redis-server)
 command -v nginx >/dev/null || apt_needed+=(nginx-light)
+command -v wrk >/dev/null || apt_needed+=(wrk)
 if [ ${#apt_needed[@]} -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then
         apt-get update -q
