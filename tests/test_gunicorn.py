@@ -137,27 +137,6 @@ def test_head_and_conditional_requests_through_gunicorn(gthread: str) -> None:
     assert resp.content == pattern(5000)
 
 
-def test_file_cache_shared_by_four_workers(tmp_path: Path) -> None:
-    with gunicorn(
-        "live_app:app",
-        "--workers",
-        "4",
-        env={"DFC_BACKEND": "file", "DFC_CACHE_DIR": str(tmp_path / "shared")},
-    ) as base:
-        misses = 0
-        pids: set[str] = set()
-        with requests.Session() as session:
-            for i in range(500):
-                size = 1000 + i * 37
-                address = register(base, size=size, seed=i % 200)
-                resp = session.get(address, timeout=30)
-                if resp.status_code != 200 or resp.content != pattern(size, seed=i % 200):
-                    misses += 1
-                pids.add(requests.get(base + "/health", timeout=10).text)
-        assert misses == 0
-        assert len(pids) > 1, "the requests should have reached several workers"
-
-
 def register_then_get(base: str, count: int) -> tuple[int, set[str]]:
     """``count`` register-then-GET pairs; the misses and the worker pids seen."""
     misses = 0
@@ -174,12 +153,22 @@ def register_then_get(base: str, count: int) -> tuple[int, set[str]]:
     return misses, pids
 
 
-def test_redis_cache_shared_by_four_workers(redis_url: str) -> None:
-    env = {
-        "DFC_BACKEND": "redis",
-        "DFC_REDIS_URL": redis_url,
-        "DFC_REDIS_NAMESPACE": REDIS_NAMESPACE,
-    }
+def shared_backend_env(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> dict[str, str]:
+    """The live app's settings for a cache shared by every worker."""
+    env = {"DFC_BACKEND": backend, "DFC_CACHE_DIR": str(tmp_path / "shared")}
+    if backend == "redis":
+        env["DFC_REDIS_URL"] = request.getfixturevalue("redis_url")
+        env["DFC_REDIS_NAMESPACE"] = REDIS_NAMESPACE
+    return env
+
+
+@pytest.mark.parametrize("backend", ["file", "redis"])
+def test_cache_shared_by_four_workers(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    env = shared_backend_env(backend, tmp_path, request)
     with gunicorn("live_app:app", "--workers", "4", env=env) as base:
         misses, pids = register_then_get(base, 500)
     assert misses == 0
@@ -190,10 +179,7 @@ def test_redis_cache_shared_by_four_workers(redis_url: str) -> None:
 def test_no_misses_while_workers_are_recycled(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    env = {"DFC_BACKEND": backend, "DFC_CACHE_DIR": str(tmp_path / "shared")}
-    if backend == "redis":
-        env["DFC_REDIS_URL"] = request.getfixturevalue("redis_url")
-        env["DFC_REDIS_NAMESPACE"] = REDIS_NAMESPACE
+    env = shared_backend_env(backend, tmp_path, request)
     recycling = ("--max-requests", "50", "--max-requests-jitter", "10")
     with gunicorn("live_app:app", "--workers", "4", *recycling, env=env) as base:
         misses, pids = register_then_get(base, 500)
@@ -216,10 +202,7 @@ def worker_pids(master: psutil.Process) -> set[int]:
 def test_entries_survive_a_graceful_reload(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    env = {"DFC_BACKEND": backend, "DFC_CACHE_DIR": str(tmp_path / "shared")}
-    if backend == "redis":
-        env["DFC_REDIS_URL"] = request.getfixturevalue("redis_url")
-        env["DFC_REDIS_NAMESPACE"] = REDIS_NAMESPACE
+    env = shared_backend_env(backend, tmp_path, request)
     with gunicorn("live_app:app", "--workers", "4", env=env) as base, requests.Session() as session:
         sizes = [1000 + i * 401 for i in range(20)]
         addresses = [register(base, size=size, seed=i) for i, size in enumerate(sizes)]
