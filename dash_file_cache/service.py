@@ -284,7 +284,7 @@ class ServiceData:
         is not absolute http(s), has credentials in it or a bad port, and for
         header names or values that HTTP cannot carry (such as CR or LF).
         """
-        from ._http import file_name_part
+        from ._remote import file_name_part
 
         parsed = urllib.parse.urlparse(url) if isinstance(url, str) else url
         if not isinstance(parsed, urllib.parse.ParseResult):
