@@ -118,10 +118,11 @@ class _Tally:
         self._interval = interval
         self._last = time.monotonic()
 
-    def add(self, name: str, amount: int) -> bool:
+    def add(self, counts: tuple[tuple[str, int], ...]) -> bool:
         """Count; tell whether it is time to write the counts out."""
         with self._lock:
-            self._counts[name] = self._counts.get(name, 0) + amount
+            for name, amount in counts:
+                self._counts[name] = self._counts.get(name, 0) + amount
             return time.monotonic() - self._last >= self._interval
 
     def discard(self, name: str) -> None:
@@ -187,8 +188,10 @@ class CacheAbstract(abc.ABC):
         """Store an entry, applying the bounds; the id is live again if it was gone."""
         self.bounds.check_size(entry.size)
         # Cleared first: a backend may lay the gone mark of an expiring entry itself.
-        self.mark_delete("gone:" + entry.key)
-        self.mark_delete("claim:" + entry.key)
+        # A fresh id has no marks; reading is cheaper than deleting on shared stores.
+        for mark in ("gone:" + entry.key, "claim:" + entry.key):
+            if self.mark_get(mark) is not None:
+                self.mark_delete(mark)
         self.write(self.bounds.stamp(entry), body)
         if entry.name:
             self.mark_set("name:" + entry.name, entry.key)
@@ -324,19 +327,17 @@ class CacheAbstract(abc.ABC):
         Counts are gathered in the process and written at most once a second, so
         that serving a file does not cost a write to a shared store each time.
         """
-        self._tally("stat:" + stat, amount)
+        self._tally(("stat:" + stat, amount))
 
     def hit(self, key: str, size: int) -> None:
         """Count a served download of ``size`` bytes of entry ``key``."""
-        self._tally("hits:" + key, 1)
-        self._tally("stat:hits", 1)
-        self._tally("stat:bytes_served", size)
+        self._tally(("hits:" + key, 1), ("stat:hits", 1), ("stat:bytes_served", size))
 
-    def _tally(self, name: str, amount: int) -> None:
+    def _tally(self, *counts: tuple[str, int]) -> None:
         tally = self.__dict__.get("_pending_tally")
         if tally is None:
             tally = self.__dict__.setdefault("_pending_tally", _Tally())
-        if tally.add(name, amount):
+        if tally.add(counts):
             self.flush_stats()
 
     def _forget_hits(self, key: str) -> None:
