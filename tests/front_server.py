@@ -14,7 +14,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from servers import free_port
+from servers import free_port, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_CONF = ROOT / "demos" / "nginx-offload.conf"
@@ -95,15 +95,7 @@ def nginx_in_front(upstream: str, cache_dir: str, root_dir: str) -> Iterator[str
         _wait_for(base, process, prefix)
         yield base
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGQUIT)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-        if process.stderr is not None:
-            process.stderr.close()
+        stop(process, signal.SIGQUIT, timeout=10)
         shutil.rmtree(prefix, ignore_errors=True)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 import flask
-from servers import pattern
+from servers import add_test_routes
 
 import dash_file_cache as dfc
 
@@ -32,22 +32,4 @@ def make_cache() -> dfc.CacheAbstract:
 app = flask.Flask(__name__)
 service = dfc.ServiceData(make_cache())
 service.serve(app)
-
-
-@app.get("/health")
-def health() -> str:
-    return str(os.getpid())
-
-
-@app.post("/register")
-def register() -> str:
-    args = flask.request.args
-    path = args.get("path")
-    fobj: object = (
-        path if path else pattern(int(args.get("size", "1000")), int(args.get("seed", "0")))
-    )
-    return service.register(
-        fobj,
-        file_name=args.get("name", ""),
-        one_time_service=args.get("one_time") == "1",
-    )
+add_test_routes(app, service)

@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 
@@ -64,11 +65,43 @@ def gunicorn(
         wait_until_ready(base + ready_path, process)
         yield base
     finally:
-        process.send_signal(signal.SIGTERM)
+        stop(process, signal.SIGTERM, timeout=20)
+
+
+def stop(process: subprocess.Popen[bytes], sig: int, timeout: float) -> None:
+    """Ask a server to stop with ``sig``; kill it if it has not stopped in ``timeout`` s."""
+    if process.poll() is None:
+        process.send_signal(sig)
         try:
-            process.wait(timeout=20)
+            process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
-        if process.stderr is not None:
-            process.stderr.close()
+    if process.stderr is not None:
+        process.stderr.close()
+
+
+def add_test_routes(app: Any, service: Any) -> None:
+    """``/health`` (the worker's pid) and ``/register`` (query-string driven) on ``app``."""
+    import flask
+
+    @app.get("/health")
+    def health() -> str:
+        return str(os.getpid())
+
+    @app.post("/register")
+    def register() -> str:
+        args = flask.request.args
+        path = args.get("path")
+        fobj: object = (
+            path if path else pattern(int(args.get("size", "1000")), int(args.get("seed", "0")))
+        )
+        return str(
+            service.register(
+                fobj,
+                file_name=args.get("name", ""),
+                mime_type=args.get("mime", ""),
+                one_time_service=args.get("one_time") == "1",
+                download=args.get("download") == "1",
+            )
+        )
