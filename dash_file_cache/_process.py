@@ -87,10 +87,16 @@ def publish_for_children(kind: str, site: str, value: str) -> None:
     uses (a socket, a directory). Values published by an ancestor are kept: a
     directory stays valid for every descendant.
     """
+    global _environ_busy
     with _environ_lock:
-        table = _table(kind)
-        table[site] = [os.getpid(), value]
-        os.environ[_variable(kind)] = json.dumps(table)
+        _environ_busy = True
+        try:
+            table = _table(kind)
+            table[site] = [os.getpid(), value]
+            os.environ[_variable(kind)] = json.dumps(table)
+        finally:
+            _environ_busy = False
+        _withdraw_pending()
 
 
 def withdraw_for_children(kind: str, site: str, value: str) -> None:
@@ -98,12 +104,27 @@ def withdraw_for_children(kind: str, site: str, value: str) -> None:
 
     Children started later then fail clearly instead of reaching a closed socket,
     and the variable does not grow with every cache an app builds and drops.
+    Called from finalizers, so it may run inside another update of the same
+    thread (a garbage collection during it): then that update finishes this one.
     """
     with _environ_lock:
-        table = _table(kind)
-        if table.get(site) == [os.getpid(), value]:
-            del table[site]
-            os.environ[_variable(kind)] = json.dumps(table)
+        _environ_withdrawn.append((kind, site, value))
+        if not _environ_busy:
+            _withdraw_pending()
+
+
+def _withdraw_pending() -> None:
+    global _environ_busy
+    while _environ_withdrawn:
+        kind, site, value = _environ_withdrawn.pop()
+        _environ_busy = True
+        try:
+            table = _table(kind)
+            if table.get(site) == [os.getpid(), value]:
+                del table[site]
+                os.environ[_variable(kind)] = json.dumps(table)
+        finally:
+            _environ_busy = False
 
 
 def inherited_from_parent(kind: str, site: str) -> tuple[int, str] | None:
@@ -120,8 +141,11 @@ def inherited_from_parent(kind: str, site: str) -> tuple[int, str] | None:
     return found[0], found[1]
 
 
-# Each kind is one table in one variable, read and rewritten whole.
-_environ_lock = threading.Lock()
+# Each kind is one table in one variable, read and rewritten whole. Reentrant: a
+# finalizer that withdraws may run in a thread that is already updating a table.
+_environ_lock = threading.RLock()
+_environ_busy = False
+_environ_withdrawn: list[tuple[str, str, str]] = []
 
 
 def _variable(kind: str) -> str:

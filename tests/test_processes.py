@@ -522,3 +522,36 @@ def test_celery_task_is_a_background_job() -> None:
     with pytest.raises(dfc.CacheProcessError, match="Celery task"):
         register_queue.delay().get(timeout=10)
     assert plain.register(b"fine outside a task").startswith("/cached-data?uid=")
+
+
+def test_a_finalizer_withdrawing_inside_a_publish_does_not_deadlock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A cache dropped by a garbage collection that runs while the same thread
+    publishes another cache's address: the withdrawal waits for the publication
+    (a plain lock would hang here forever) and both land."""
+    from dash_file_cache import _process
+
+    monkeypatch.delenv("DASH_FILE_CACHE_TESTKIND", raising=False)
+    _process.publish_for_children("testkind", "gone.py:1", "/old")
+    encode = json.dumps
+    calls: list[str] = []
+
+    def dumps_with_a_finalizer(obj: Any, *args: Any, **kwargs: Any) -> str:
+        if not calls:
+            calls.append("finalizer")
+            _process.withdraw_for_children("testkind", "gone.py:1", "/old")
+        return encode(obj, *args, **kwargs)
+
+    monkeypatch.setattr(_process.json, "dumps", dumps_with_a_finalizer)
+    done = threading.Event()
+
+    def publish() -> None:
+        _process.publish_for_children("testkind", "new.py:2", "/new")
+        done.set()
+
+    thread = threading.Thread(target=publish, daemon=True)
+    thread.start()
+    assert done.wait(10), "publishing deadlocked on the withdrawal inside it"
+    assert calls == ["finalizer"]
+    assert json.loads(os.environ["DASH_FILE_CACHE_TESTKIND"]) == {"new.py:2": [os.getpid(), "/new"]}
