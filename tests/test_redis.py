@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import math
 import multiprocessing
 import os
 import pickle
+import random
 import select
 import string
 import subprocess
@@ -30,6 +32,7 @@ from test_contract import make_entry, read_all
 
 import dash_file_cache as dfc
 from dash_file_cache._keys import new_key
+from dash_file_cache.caches.redis import _layout
 from dash_file_cache.entry import Entry
 
 KIB, MIB = 1 << 10, 1 << 20
@@ -129,19 +132,26 @@ def test_bodies_travel_in_commands_no_larger_than_chunk_bytes(
         assert read_all(cache, entry.key) == body
     finally:
         client.close()
-    with redis_server.client() as admin:
-        names = admin.scan_iter(match=f"{NAMESPACE}:body:{entry.key}:*")
-        segments = [admin.strlen(name) for name in names]
-    # Each segment is sent whole in one SET, never grown by APPEND.
+    segments = piece_lengths(redis_server, entry.key)
+    # Each piece is sent whole in one SET, never grown by APPEND.
     assert after.get("set", 0) - before.get("set", 0) == len(segments)
     assert after.get("append", 0) == before.get("append", 0)
-    assert sum(segments) == len(body)
-    assert max(segments) <= 64 * KIB
-    assert len(segments) == math.ceil(len(body) / max(segments))
+    assert segments == _layout(len(body), 64 * KIB - 64)
     assert max(size for _, size in sizes) <= 64 * KIB
-    # A read of chunk_bytes spans at most two segments, fetched in one round trip.
+    # A read of chunk_bytes fetches each piece it touches, in one round trip: one
+    # more GETRANGE than reads for each piece boundary crossed, at most.
     chunks = math.ceil(len(body) / (64 * KIB))
-    assert chunks <= sum(1 for name, _ in sizes if name == "GETRANGE") <= 2 * chunks
+    assert chunks <= sum(1 for name, _ in sizes if name == "GETRANGE") <= chunks + len(segments)
+
+
+def piece_lengths(server: RedisServer, key: str) -> list[int]:
+    """The lengths of the body pieces of entry ``key``, in order."""
+    with server.client() as client:
+        names = sorted(
+            client.scan_iter(match=f"{NAMESPACE}:body:{key}:*"),
+            key=lambda name: int(name.rsplit(b":", 1)[1]),
+        )
+        return [int(client.strlen(name)) for name in names]
 
 
 def test_a_body_larger_than_a_segment_spans_several_keys(
@@ -376,7 +386,9 @@ def test_range_reads_of_a_64_mb_entry_fetch_only_their_bytes(
     calls, sent = fetched(stream_read, body[50_000_000:50_000_100])
     assert (calls, sent < 64 * KIB) == (1, True)
     calls, sent = fetched(http_get("bytes=-100"), body[-100:])
-    assert (calls, sent < 64 * KIB) == (1, True)
+    # The last 100 bytes lie in the last two pieces (64 and 4,032 bytes) of the rest.
+    assert _layout(len(body), MIB - 64)[-2:] == [4032, 64]
+    assert (calls, sent < 64 * KIB) == (2, True)
     # The view reads whole chunks from the stream (it does not tell it where the
     # range ends), so a range inside the file costs at most one chunk, never the file.
     calls, sent = fetched(http_get("bytes=50000000-50000099"), body[50_000_000:50_000_100])
@@ -494,8 +506,8 @@ def test_a_body_nobody_reads_leaves_redis_with_its_entry(
     finally:
         cache.close()
     assert set(old).isdisjoint(left)
-    # Nothing lingers: tombstones are the only keys that expire.
-    assert [name for name, ttl in left.items() if ttl >= 0 and b":mark:gone:" not in name] == []
+    # Nothing lingers: the set of tombstones is the only key that expires.
+    assert [name for name, ttl in left.items() if ttl >= 0 and name != GONE_SET] == []
     assert [name for name in left if b":reading:" in name or b":tmp:" in name] == []
 
 
@@ -588,14 +600,14 @@ def test_expiring_entry_becomes_gone(cache: dfc.CacheRedis, redis_server: RedisS
         names = list(client.scan_iter(match=f"{NAMESPACE}:*:{entry.key}*"))
         ttls: dict[bytes, list[float]] = {}
         for name in names:
-            kind = name.split(b":")[1:3]
-            ttl = client.pttl(name) / 1000
-            ttls.setdefault(kind[1] if kind[0] == b"mark" else kind[0], []).append(ttl)
-        # The entry, the segments of its body, its tombstone-to-be.
-        assert sorted(ttls) == [b"body", b"entry", b"gone"]
-        assert len(ttls[b"entry"]) == len(ttls[b"gone"]) == 1
+            ttls.setdefault(name.split(b":")[1], []).append(client.pttl(name) / 1000)
+        # The entry and the pieces of its body; its tombstone-to-be is in the set.
+        assert sorted(ttls) == [b"body", b"entry"]
+        assert len(ttls[b"entry"]) == 1
         assert all(abs(ttl - 600) < 30 for ttl in ttls[b"entry"] + ttls[b"body"])
-        assert abs(ttls[b"gone"][0] - 600 - 24 * 3600) < 30
+        gone_at = client.zscore(GONE_SET, entry.key) / 1000
+        assert abs(gone_at - expires - 24 * 3600) < 1
+        assert abs(client.pttl(GONE_SET) / 1000 - (gone_at - time.time())) < 30
         client.pexpire(entry_key, 1)  # as if the ten minutes had passed
         deadline = time.monotonic() + 10
         while client.exists(entry_key) and time.monotonic() < deadline:
@@ -603,6 +615,129 @@ def test_expiring_entry_becomes_gone(cache: dfc.CacheRedis, redis_server: RedisS
     with pytest.raises(dfc.EntryGone):
         cache.get(entry.key)
     assert cache.keys() == []
+
+
+GONE_SET = f"{NAMESPACE}:gone".encode()
+
+
+def test_gone_marks_are_members_of_one_capped_sorted_set(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    cache = dfc.CacheRedis(redis_url, namespace=NAMESPACE, max_gone_marks=5)
+    entries = [make_entry(1) for _ in range(8)]
+    try:
+        for entry in entries:
+            cache.put(entry, b"x")
+            assert cache.delete(entry.key)
+        with redis_server.client() as client:
+            members = client.zrange(GONE_SET, 0, -1, withscores=True)
+            assert not list(client.scan_iter(match=f"{NAMESPACE}:mark:gone:*"))
+            ttl = client.pttl(GONE_SET) / 1000
+        # The five latest, each for a day; the set itself expires with the last one.
+        assert [name.decode() for name, _ in members] == [e.key for e in entries[3:]]
+        assert all(abs(at / 1000 - time.time() - 24 * 3600) < 30 for _, at in members)
+        assert abs(ttl - 24 * 3600) < 30
+        for entry in entries[:3]:
+            with pytest.raises(dfc.EntryNotFound) as info:
+                cache.get(entry.key)
+            assert not isinstance(info.value, dfc.EntryGone)
+        for entry in entries[3:]:
+            with pytest.raises(dfc.EntryGone):
+                cache.get(entry.key)
+        # Registering an id again makes it live: its mark leaves the set.
+        cache.put(entries[-1], b"y")
+        assert read_all(cache, entries[-1].key) == b"y"
+        with redis_server.client() as client:
+            assert client.zscore(GONE_SET, entries[-1].key) is None
+    finally:
+        cache.close()
+
+
+def test_gone_marks_keep_the_semantics_of_marks(
+    cache: dfc.CacheRedis, redis_server: RedisServer
+) -> None:
+    name = "gone:" + new_key()
+    assert cache.mark_get(name) is None
+    assert cache.mark_add(name, "deleted", 0.2) is True
+    assert cache.mark_add(name, "deleted", 0.2) is False
+    assert cache.mark_get(name) is not None
+    time.sleep(0.3)  # Redis' clock decides, as for the expiry of the other marks
+    assert cache.mark_get(name) is None
+    assert cache.mark_add(name, "deleted", 60) is True
+    cache.mark_delete(name)
+    assert cache.mark_get(name) is None
+    cache.mark_delete(name)  # idempotent
+    cache.mark_set(name, "evicted", 0.2)
+    cache.mark_set(name, "evicted")  # no lifetime: for ever
+    time.sleep(0.3)
+    assert cache.mark_get(name) is not None
+    with redis_server.client() as client:
+        assert client.zscore(GONE_SET, name[5:]) == float("inf")
+        assert client.pttl(GONE_SET) == -1
+    cache.mark_set(name, "evicted", 0.2)  # a lifetime again: the set expires
+    # Expired marks leave the set at the next write of one.
+    other = "gone:" + new_key()
+    time.sleep(0.3)
+    cache.mark_set(other, "evicted", 60)
+    with redis_server.client() as client:
+        assert client.zrange(GONE_SET, 0, -1) == [other[5:].encode()]
+        assert 0 < client.pttl(GONE_SET) <= 60_000
+    # Keys chosen by code are encoded, as everywhere else.
+    odd = "gone:a key/with * odd:chars"
+    assert cache.mark_add(odd, "deleted", 60) is True
+    assert cache.mark_get(odd) is not None
+    assert cache.mark_get("gone:a key/with") is None
+
+
+def test_only_one_process_adds_a_gone_mark(redis_url: str) -> None:
+    caches = [dfc.CacheRedis(redis_url, namespace=NAMESPACE) for _ in range(8)]
+    try:
+        for _ in range(20):
+            name = "gone:" + new_key()
+            results: list[bool] = []
+            start = threading.Barrier(len(caches))
+
+            def add(cache: dfc.CacheRedis, name: str, start: Any, results: list[bool]) -> None:
+                start.wait()
+                results.append(cache.mark_add(name, "deleted", 60))
+
+            threads = [
+                threading.Thread(target=add, args=(cache, name, start, results)) for cache in caches
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=30)
+            assert sorted(results) == [False] * (len(caches) - 1) + [True]
+    finally:
+        for cache in caches:
+            cache.close()
+
+
+def test_gone_marks_of_earlier_versions_are_honoured(
+    cache: dfc.CacheRedis, redis_server: RedisServer
+) -> None:
+    entry = make_entry(1)
+    legacy = f"{NAMESPACE}:mark:gone:{entry.key}"
+    with redis_server.client() as client:
+        client.set(legacy, b"deleted", ex=3600)
+    with pytest.raises(dfc.EntryGone):
+        cache.get(entry.key)
+    assert cache.mark_add("gone:" + entry.key, "deleted", 60) is False
+    cache.put(entry, b"x")  # registering the id again clears its mark
+    assert read_all(cache, entry.key) == b"x"
+    with redis_server.client() as client:
+        assert not client.exists(legacy)
+        client.set(legacy, b"deleted", ex=3600)
+    cache.mark_set("gone:" + entry.key, "evicted", 60)  # moves into the set
+    with redis_server.client() as client:
+        assert not client.exists(legacy)
+        assert client.zscore(GONE_SET, entry.key) is not None
+        client.set(legacy, b"deleted", ex=3600)
+    cache.mark_delete("gone:" + entry.key)
+    assert cache.mark_get("gone:" + entry.key) is None
+    with redis_server.client() as client:
+        assert not client.exists(legacy)
 
 
 def test_claims_expire_and_are_exclusive(cache: dfc.CacheRedis, redis_server: RedisServer) -> None:
@@ -676,6 +811,8 @@ def test_constructor_checks_its_arguments(redis_url: str) -> None:
         dfc.CacheRedis(redis_url, chunk_bytes=0)
     with pytest.raises(ValueError, match="linger_seconds"):
         dfc.CacheRedis(redis_url, linger_seconds=True)
+    with pytest.raises(ValueError, match="max_gone_marks"):
+        dfc.CacheRedis(redis_url, max_gone_marks=0)
     with pytest.raises(TypeError, match="client_or_url"):
         dfc.CacheRedis(42)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
@@ -702,6 +839,9 @@ def test_repr_shows_no_password_and_the_state_holds_only_settings() -> None:
     assert "127.0.0.1:1/2" in repr(cache)
     state = cache.__getstate__()
     assert state["url"] == "redis://user:s3cret@127.0.0.1:1/2"
+    assert state["max_gone_marks"] == 100_000
+    copy = pickle.loads(pickle.dumps(dfc.CacheRedis("redis://127.0.0.1:1/2", max_gone_marks=7)))
+    assert copy.__getstate__()["max_gone_marks"] == 7
     assert not any(hasattr(value, "connection_pool") for value in state.values())
     cache.close()
 
@@ -851,8 +991,32 @@ def test_a_connection_broken_under_the_pool_does_not_poison_the_next_call(
 # Memory ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("size", [MIB + 1, 2_000_000])
-@pytest.mark.parametrize("kind", ["bytes", "stream", "short reads"])
+# Lengths whose last bytes fall anywhere in a size class: before their rest was cut,
+# Redis took up to a quarter more than the length for them.
+MEMORY_LENGTHS = [1, 100, 5_000, 70_000, 700_000, 1_048_577, 1_900_000, 3_500_000]
+# What a piece may take beyond its bytes: its key (name of about 65 bytes here, object
+# and table entry: 120 bytes), and the slack of its string (64 bytes of headroom, or
+# for a last piece under 2 KiB, the header and the rounding up to a class at most
+# 256 bytes away).
+PIECE_ALLOWANCE = 384
+
+
+def body_memory(server: RedisServer, key: str) -> int:
+    """``MEMORY USAGE`` summed over the body keys of entry ``key``."""
+    with server.client() as client:
+        names = list(client.scan_iter(match=f"{NAMESPACE}:body:{key}:*"))
+        return sum(int(client.memory_usage(name, samples=0)) for name in names)
+
+
+class Overreading(io.BytesIO):
+    """A stream that returns at least 300,000 bytes a read, whatever it is asked for."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        return super().read(-1 if size is None or size < 0 else max(size, 300_000))
+
+
+@pytest.mark.parametrize("size", MEMORY_LENGTHS)
+@pytest.mark.parametrize("kind", ["bytes", "stream", "short reads", "long reads"])
 def test_a_body_takes_little_more_memory_in_redis_than_its_length(
     cache: dfc.CacheRedis, redis_server: RedisServer, size: int, kind: str
 ) -> None:
@@ -861,17 +1025,150 @@ def test_a_body_takes_little_more_memory_in_redis_than_its_length(
         "bytes": lambda: pattern(size, seed=22),
         "stream": lambda: PatternStream(size, seed=22),
         "short reads": lambda: PatternStream(size, seed=22, most=100_000),
+        "long reads": lambda: Overreading(pattern(size, seed=22)),
     }
     cache.put(entry, sources[kind]())
     assert read_all(cache, entry.key) == pattern(size, seed=22)
-    with redis_server.client() as client:
-        names = list(client.scan_iter(match=f"{NAMESPACE}:*{entry.key}*"))
-        used = sum(client.memory_usage(name, samples=0) for name in names)
-        segments = [client.strlen(name) for name in names if b":body:" in name]
-    assert used < 1.3 * size
-    # Two segments of just under a MiB: full ones, whatever the producer's reads.
-    assert len(segments) == 2
-    assert max(segments) <= cache.chunk_bytes
+    # The same pieces whatever the producer's reads: full segments, then the rest.
+    pieces = piece_lengths(redis_server, entry.key)
+    assert pieces == _layout(size, cache.chunk_bytes - 64)
+    assert max(pieces) <= cache.chunk_bytes
+    assert body_memory(redis_server, entry.key) <= size * 1.02 + PIECE_ALLOWANCE * len(pieces)
+
+
+def test_the_rest_of_a_body_is_cut_to_fill_size_classes() -> None:
+    def size_class(size: int) -> bool:
+        step = 1 << (size.bit_length() - 3)
+        return size % step == 0
+
+    def nearly_fills_its_class(size: int) -> bool:
+        return any(size_class(size + slack) for slack in range(128))
+
+    rng = random.Random(23)
+    lengths = [
+        *range(0, 5000, 7),
+        *MEMORY_LENGTHS,
+        *(rng.randrange(1, 1 << 26) for _ in range(2000)),
+    ]
+    for segment in (MIB - 64, 64 * KIB - 64, 999_936, 4000, 100):
+        for length in lengths:
+            pieces = _layout(length, segment)
+            assert pieces == _layout(length, segment)  # pure: readers recompute it
+            full, rest = divmod(length, segment)
+            assert sum(pieces) == length and 0 not in pieces
+            assert pieces[:full] == [segment] * full
+            tail = pieces[full:]
+            assert sum(tail) == rest and all(piece < segment for piece in tail)
+            # Decreasing classes, each filled with its headroom; a last piece under 2 KiB
+            # or nearly filling its own class.
+            assert all(size_class(piece + 64) for piece in tail[:-1])
+            assert tail == sorted(tail, reverse=True)
+            assert not tail or tail[-1] + 64 < 2048 or nearly_fills_its_class(tail[-1] + 64)
+            assert len(tail) <= 6
+
+
+def store_in_fixed_layout(server: RedisServer, key: str, body: bytes) -> None:
+    """Rewrite entry ``key`` as earlier versions stored it: full segments and one last
+    piece, and no ``layout`` field in its hash."""
+    entry_key = f"{NAMESPACE}:entry:{key}"
+    with server.client() as client:
+        version, segment = client.hmget(entry_key, ["body", "segment"])
+        client.delete(*client.scan_iter(match=f"{NAMESPACE}:body:{key}:*"))
+        size = int(segment)
+        for n, start in enumerate(range(0, len(body), size)):
+            name = f"{NAMESPACE}:body:{key}:{version.decode()}:{n}"
+            client.set(name, body[start : start + size])
+        client.hdel(entry_key, "layout")
+
+
+@pytest.mark.parametrize("size", [70_000, 700_000])
+def test_the_fixed_layout_took_up_to_a_quarter_more(
+    cache: dfc.CacheRedis, redis_server: RedisServer, size: int
+) -> None:
+    body = pattern(size, seed=25)
+    entry = make_entry(size)
+    cache.put(entry, body)
+    cut = body_memory(redis_server, entry.key)
+    store_in_fixed_layout(redis_server, entry.key, body)
+    fixed = body_memory(redis_server, entry.key)
+    # One string of 70,000 or 700,000 bytes rounds up to 80 or 768 KiB.
+    assert fixed > 1.1 * size
+    assert cut < 1.01 * size
+    assert read_all(cache, entry.key) == body
+
+
+def boundaries(pieces: list[int]) -> list[int]:
+    """Every offset next to where a piece starts or ends."""
+    starts = [0, *itertools.accumulate(pieces)]
+    return sorted({at + d for at in starts for d in (-1, 0, 1) if 0 <= at + d <= starts[-1]})
+
+
+@pytest.mark.parametrize("layout", ["cut", "fixed"])
+def test_every_range_across_piece_boundaries_reads_exact_bytes(
+    redis_url: str, redis_server: RedisServer, layout: str
+) -> None:
+    cache = dfc.CacheRedis(redis_url, namespace=NAMESPACE, chunk_bytes=64 * KIB)
+    segment = 64 * KIB - 64
+    # Two full segments and a rest of three pieces; random bytes, so that no shifted
+    # range can match by chance.
+    body = random.Random(24).randbytes(2 * segment + 63_000)
+    entry = make_entry(len(body))
+    try:
+        cache.put(entry, body)
+        if layout == "fixed":
+            store_in_fixed_layout(redis_server, entry.key, body)
+        pieces = piece_lengths(redis_server, entry.key)
+        expected = _layout(len(body), segment) if layout == "cut" else [segment, segment, 63_000]
+        assert pieces == expected
+        assert len(pieces) == (5 if layout == "cut" else 3)
+        points = boundaries(pieces)
+        _, stream = cache.get(entry.key)
+        assert stream is not None
+        with stream:
+            for start in points:
+                for end in points:
+                    if end < start:
+                        continue
+                    assert stream.seek(start) == start
+                    assert stream.read(end - start) == body[start:end], (start, end)
+                    assert stream.tell() == end
+                stream.seek(start)
+                assert stream.read() == body[start:]
+            stream.seek(-10, io.SEEK_END)
+            assert stream.read(100) == body[-10:]
+        assert read_all(cache, entry.key) == body
+        # Replacing and deleting remove every piece of either layout.
+        cache.put(entry, body[:70_000])
+        assert piece_lengths(redis_server, entry.key) == _layout(70_000, segment)
+        store_in_fixed_layout(redis_server, entry.key, body[:70_000])
+        assert read_all(cache, entry.key) == body[:70_000]
+        assert cache.delete(entry.key)
+        assert [name for name in namespace_keys(redis_server) if b":body:" in name] == []
+    finally:
+        cache.close()
+
+
+@pytest.mark.parametrize("size", [5_000, 70_000, 1_900_000])
+def test_entries_stored_in_the_fixed_layout_are_read_and_retired(
+    cache: dfc.CacheRedis, redis_server: RedisServer, size: int
+) -> None:
+    body = random.Random(size).randbytes(size)
+    entry = make_entry(size)
+    cache.put(entry, body)
+    store_in_fixed_layout(redis_server, entry.key, body)
+    assert len(piece_lengths(redis_server, entry.key)) == math.ceil(size / (MIB - 64))
+    assert read_all(cache, entry.key) == body
+    _, stream = cache.get(entry.key)
+    assert stream is not None
+    with stream:
+        stream.seek(size // 3)
+        assert stream.read(size // 2) == body[size // 3 : size // 3 + size // 2]
+    cache.put(entry, body[::-1])  # replaced: the fixed-layout pieces go
+    assert read_all(cache, entry.key) == body[::-1]
+    assert piece_lengths(redis_server, entry.key) == _layout(size, MIB - 64)
+    store_in_fixed_layout(redis_server, entry.key, body)
+    assert cache.delete(entry.key)
+    assert [name for name in namespace_keys(redis_server) if b":body:" in name] == []
 
 
 def test_streaming_256_mb_keeps_the_serving_process_flat(

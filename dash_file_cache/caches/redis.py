@@ -7,15 +7,20 @@ no other text reaches a key, and the two forms cannot collide.
 
 ``entry:<id>``
     A hash: ``entry`` (the :class:`~dash_file_cache.entry.Entry` as JSON), ``body``
-    (the version of the body, ``""`` when there is none), ``length`` and
-    ``segment`` (bytes per body segment).
+    (the version of the body, ``""`` when there is none), ``length``, ``segment``
+    (bytes per full body segment) and ``layout`` (how the rest is cut; absent in
+    entries written before the rest was cut, where it is one last piece).
 ``body:<id>:<version>:<n>``
-    The body, in segments of just under ``chunk_bytes`` bytes, each sent whole in
-    one SET. Redis grows a string that is appended to greedily (to twice its length
-    up to 1 MB, then by 1 MB), which left a body built piece by piece taking up to
-    2.5 times its length; a string set whole is allocated once, and 64 bytes short
-    of a power of two it fills one allocator size class instead of rounding up to
-    the next one.
+    The body, in pieces each sent whole in one SET: Redis grows a string that is
+    appended to greedily (to twice its length up to 1 MB, then by 1 MB), while a
+    string set whole is allocated once. jemalloc, Redis' allocator, rounds every
+    allocation up to a size class (four per power of two: ``2**k + i * 2**(k-2)``),
+    so a string of arbitrary length may take a quarter more than its length. Each
+    piece is therefore cut to fill a size class exactly, 64 bytes being left for
+    the string's header: first full segments of just under ``chunk_bytes`` bytes,
+    then the rest in pieces of decreasing classes, down to one last piece under
+    2 KiB or nearly filling its own class (see :func:`_layout`). The layout follows
+    from the length and the segment alone, so readers and deleters recompute it.
 ``tmp:<id>:<version>:<n>``
     A body being written. It carries an expiry, so a writer that dies leaves
     nothing behind for long.
@@ -23,10 +28,17 @@ no other text reaches a key, and the two forms cannot collide.
     The lease of the streams reading that version of the body: a hash with a field
     per open stream, removed when the stream is closed, and expiring
     ``linger_seconds`` after the last read of any of them.
+``gone``
+    A sorted set of the ids remembered as gone (tombstones of consumed, deleted,
+    evicted or expired entries: 410 rather than 404), scored by the time in
+    milliseconds at which each mark expires, and capped to ``max_gone_marks`` ids,
+    those that expire first being dropped first. One key for every mark keeps a busy
+    cache from piling up millions of keys. It expires with its last mark.
 ``mark:<kind>:<id or hex>``
-    The marks of the backend contract: ``gone`` (tombstone of a consumed, deleted,
-    evicted or expired entry: 410 rather than 404), ``claim`` (the reservation of a
-    one-time entry), ``name``, ``hits``, ``stat`` and ``lock``.
+    The other marks of the backend contract: ``claim`` (the reservation of a
+    one-time entry), ``name``, ``hits``, ``stat`` and ``lock``. Gone marks written
+    as ``mark:gone:<id>`` keys by earlier versions are still honoured until they
+    expire.
 ``lru``
     A sorted set of the ids by last use, which the count and byte bounds evict from.
 ``sizes``
@@ -45,16 +57,18 @@ body is never deleted under a stream that has just opened it.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import hashlib
 import io
-import math
+import itertools
 import os
 import re
 import secrets
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from .._keys import is_valid_key
@@ -71,15 +85,57 @@ __all__ = ["CacheRedis"]
 
 # How long a body being written may sit between two chunks before Redis drops it.
 _WRITE_SECONDS = 3600
-# Room left in a segment for the header and terminator of a Redis string: a segment
-# of a power-of-two chunk_bytes then fills one size class of jemalloc exactly, where
-# chunk_bytes itself would round up to the next class, a quarter more.
+# Room left in a piece for the header and terminator of a Redis string: a piece of
+# a size class less this fills that class of jemalloc exactly, where the class itself
+# would round up to the next one, a quarter more.
 _STRING_HEADROOM = 64
+# The rest of a body is cut into pieces of decreasing size classes while it is at
+# least this long (headroom included); below, classes are at most 256 bytes apart, so
+# the last piece wastes less than another key would cost.
+_TAIL_FLOOR = 2048
+# About what one more key costs Redis (its name, object and table entry): a rest that
+# fills its size class to within this is not worth cutting.
+_KEY_BYTES = 128
+# The value of the entry hash's "layout" field when the rest is cut to size classes.
+_LAYOUT = "classes"
 # Tries to open a body while the entry keeps being replaced under the reader.
 _OPEN_ATTEMPTS = 50
 # Letters that cannot make a SCAN pattern match more than the namespace itself.
 _NAMESPACE = re.compile(r"[A-Za-z0-9_.:/@{}+-]{1,200}")
-_HASH_FIELDS = ("entry", "body", "length", "segment")
+_HASH_FIELDS = ("entry", "body", "length", "segment", "layout")
+# Gone marks: KEYS are the sorted set and the mark key of earlier versions, ARGV the
+# member, the operation (get, set or add), how the expiry is given ("in" ms from now,
+# "at" an epoch in ms, "never"), the expiry, and the cap. Redis' own clock decides,
+# as for the expiry of every other mark.
+_GONE_SCRIPT = """
+local marks, single, id, op = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local function live()
+  local at = redis.call('ZSCORE', marks, id)
+  return (at and tonumber(at) > now) or redis.call('EXISTS', single) == 1
+end
+if op == 'get' then return live() and 1 or 0 end
+if op == 'add' and live() then return 0 end
+local at = 'inf'
+if ARGV[3] == 'in' then
+  at = string.format('%d', now + tonumber(ARGV[4]))
+elseif ARGV[3] == 'at' then
+  at = ARGV[4]
+end
+redis.call('ZREMRANGEBYSCORE', marks, '-inf', string.format('%d', now))
+redis.call('ZADD', marks, at, id)
+redis.call('DEL', single)
+redis.call('ZREMRANGEBYRANK', marks, 0, -1 - tonumber(ARGV[5]))
+local last = redis.call('ZRANGE', marks, -1, -1, 'WITHSCORES')[2]
+if last == 'inf' then
+  redis.call('PERSIST', marks)
+elseif last then
+  redis.call('PEXPIREAT', marks, string.format('%d', tonumber(last)))
+end
+return 1
+"""
+_GONE_SHA = hashlib.sha1(_GONE_SCRIPT.encode(), usedforsecurity=False).hexdigest()
 
 
 def _import_redis() -> Any:
@@ -111,6 +167,14 @@ class CacheRedis(CacheAbstract):
     backend: the least recently used entries are evicted first, and entries expire
     with Redis' own key expiry.
 
+    Ids of entries consumed, deleted, evicted or expired are remembered for a day,
+    to answer 410 rather than 404, in one sorted set of at most ``max_gone_marks``
+    ids; the marks closest to expiry are dropped first when it is full. An id costs
+    about 140 bytes there (the id, a skip-list node, a table entry), so the default
+    of 100,000 takes at most about 14 MB: a day of marks for an app that evicts or
+    deletes about one entry a second on average, the last quarter of an hour of them
+    at 100 a second. An id whose mark was dropped answers 404.
+
     The cache pickles as its settings (the URL, or the client's connection class
     and plain connection settings, such as host, port, database, credentials,
     timeouts and TLS file names; objects such as a credential provider or a retry
@@ -138,6 +202,7 @@ class CacheRedis(CacheAbstract):
         max_bytes: int | None = None,
         ttl: float | None = None,
         clock: Callable[[], float] = time.time,
+        max_gone_marks: int = 100_000,
     ) -> None:
         redis_py = _import_redis()
         self.bounds = Bounds(cache_size, max_bytes, ttl, clock)
@@ -148,10 +213,12 @@ class CacheRedis(CacheAbstract):
             )
         _check_positive_int("chunk_bytes", chunk_bytes)
         _check_positive_int("linger_seconds", linger_seconds)
+        _check_positive_int("max_gone_marks", max_gone_marks)
         self._namespace = namespace
         self._chunk_bytes = chunk_bytes
         self._segment_bytes = _segment_bytes(chunk_bytes)
         self._linger_seconds = linger_seconds
+        self._max_gone_marks = max_gone_marks
         self._lock = threading.Lock()
         self._url: str | None = None
         self._settings: tuple[type[Any], dict[str, Any]] | None = None
@@ -222,6 +289,7 @@ class CacheRedis(CacheAbstract):
             "namespace": self._namespace,
             "chunk_bytes": self._chunk_bytes,
             "linger_seconds": self._linger_seconds,
+            "max_gone_marks": self._max_gone_marks,
             "bounds": (self.bounds.cache_size, self.bounds.max_bytes, self.bounds.ttl),
         }
 
@@ -232,6 +300,7 @@ class CacheRedis(CacheAbstract):
         self._chunk_bytes = state["chunk_bytes"]
         self._segment_bytes = _segment_bytes(self._chunk_bytes)
         self._linger_seconds = state["linger_seconds"]
+        self._max_gone_marks = state.get("max_gone_marks", 100_000)
         self.bounds = Bounds(*state["bounds"])
         self._lock = threading.Lock()
         self._client = None
@@ -294,6 +363,29 @@ class CacheRedis(CacheAbstract):
     def _mark(self, name: str) -> str:
         kind, _, rest = name.partition(":")
         return f"{self._namespace}:mark:{kind}:{_encode(rest)}"
+
+    def _gone_args(self, key: str, op: str, expiry: str, value: int) -> tuple[Any, ...]:
+        """The keys and arguments of the gone-mark script for entry ``key``."""
+        return (
+            self._book("gone"),
+            self._mark("gone:" + key),
+            _encode(key),
+            op,
+            expiry,
+            value,
+            self._max_gone_marks,
+        )
+
+    def _gone(self, key: str, op: str, expiry: str = "never", value: int = 0) -> int:
+        """Run the gone-mark script for entry ``key``: its digest, the script if need be."""
+        import redis.exceptions
+
+        args = self._gone_args(key, op, expiry, value)
+        with self._reaching() as client:
+            try:
+                return int(client.evalsha(_GONE_SHA, 2, *args))
+            except redis.exceptions.NoScriptError:
+                return int(client.eval(_GONE_SCRIPT, 2, *args))
 
     def _segment(self, kind: str, key: str, version: str, index: int) -> str:
         return f"{self._namespace}:{kind}:{_encode(key)}:{version}:{index}"
@@ -376,16 +468,23 @@ class CacheRedis(CacheAbstract):
     def _write(
         self, client: redis.Redis, key: str, version: str, body: Body | None, written: list[str]
     ) -> int:
-        """Store ``body`` in ``tmp`` segments, one SET of a whole segment per round trip."""
+        """Store ``body`` in ``tmp`` pieces, one SET of a whole piece each.
+
+        A full segment goes in one round trip, and all the pieces cut from the rest
+        of the body (less than a segment in all) in one more.
+        """
         length = 0
         if body is None:
             return length
         renewed = time.monotonic()
-        for part in _pieces(body, self._segment_bytes):
-            name = self._segment("tmp", key, version, len(written))
-            written.append(name)
-            client.set(name, part, ex=_WRITE_SECONDS)
-            length += len(part)
+        for parts in _pieces(body, self._segment_bytes):
+            pipe = client.pipeline(transaction=False)
+            for part in parts:
+                name = self._segment("tmp", key, version, len(written))
+                written.append(name)
+                pipe.set(name, part, ex=_WRITE_SECONDS)
+                length += len(part)
+            pipe.execute()
             if time.monotonic() - renewed > _WRITE_SECONDS / 2:
                 # A slow producer: keep the first segments as long as the last one.
                 pipe = client.pipeline(transaction=False)
@@ -399,7 +498,7 @@ class CacheRedis(CacheAbstract):
         self, client: redis.Redis, entry: Entry, version: str, tmp: list[str], length: int
     ) -> None:
         key = entry.key
-        entry_key, gone_key = self._key("entry", key), self._mark("gone:" + key)
+        entry_key = self._key("entry", key)
         bodies = self._segments("body", key, version, len(tmp))
         sizes, total = self._book("sizes"), self._book("bytes")
 
@@ -419,14 +518,16 @@ class CacheRedis(CacheAbstract):
                 # RENAME keeps the expiry of the tmp key.
                 for target in bodies:
                     pipe.persist(target)
-                pipe.delete(gone_key)
+                pipe.zrem(self._book("gone"), _encode(key))
+                pipe.delete(self._mark("gone:" + key))
             else:
                 at_ms = int(entry.expires * 1000)
                 for target in bodies:
                     pipe.pexpireat(target, at_ms)
                 # The tombstone is laid now, to outlive the entry: 410 once it expired.
-                left = entry.expires + GONE_SECONDS - time.time()
-                pipe.set(gone_key, b"1", px=max(1, int(left * 1000)))
+                # The script goes whole: a missing digest would fail inside EXEC.
+                gone_at = int((entry.expires + GONE_SECONDS) * 1000)
+                pipe.eval(_GONE_SCRIPT, 2, *self._gone_args(key, "set", "at", gone_at))
             pipe.delete(entry_key, self._mark("claim:" + key))
             pipe.zadd(self._book("lru"), {_encode(key): time.time()})
             pipe.hset(sizes, _encode(key), entry.size)
@@ -440,6 +541,7 @@ class CacheRedis(CacheAbstract):
                     "body": version if tmp else "",
                     "length": length,
                     "segment": self._segment_bytes,
+                    "layout": _LAYOUT,
                 },
             )
             if entry.expires is not None:
@@ -474,7 +576,7 @@ class CacheRedis(CacheAbstract):
         version, length, segment = fields[1], fields[2], fields[3]
         if not version or not length or not segment:
             return
-        count = math.ceil(int(length) / int(segment))
+        count = len(_sizes(int(length), int(segment), fields[4]))
         names = self._segments("body", key, _text(version), count)
         if not read:
             pipe.delete(*names)
@@ -489,7 +591,7 @@ class CacheRedis(CacheAbstract):
                 pipe.hmget(self._key("entry", key), _HASH_FIELDS)
                 pipe.zadd(self._book("lru"), {_encode(key): time.time()}, xx=True)
                 fields, _ = pipe.execute()
-                raw, version, length_text, segment_text = fields
+                raw, version, length_text, segment_text, layout = fields
                 if raw is None:
                     raise EntryNotFound(f"no entry {key} is stored")
                 entry = Entry.from_json(raw)
@@ -498,7 +600,8 @@ class CacheRedis(CacheAbstract):
                     return entry, None
                 if not version or length == 0:
                     return entry, reader(b"")
-                stream = self._open(client, key, _text(version), length, int(segment_text))
+                sizes = _sizes(length, int(segment_text), layout)
+                stream = self._open(client, key, _text(version), sizes, int(segment_text))
                 if stream is not None:
                     return entry, stream
         raise BackendUnavailable(
@@ -507,7 +610,7 @@ class CacheRedis(CacheAbstract):
         )
 
     def _open(
-        self, client: redis.Redis, key: str, version: str, length: int, segment: int
+        self, client: redis.Redis, key: str, version: str, sizes: list[int], segment: int
     ) -> BinaryIO | None:
         """A stream of body ``version`` of ``key``; ``None`` if the entry has moved on.
 
@@ -515,13 +618,13 @@ class CacheRedis(CacheAbstract):
         body, or takes the lease of a stream on it: a body cannot be deleted between
         the two, as its retirement would have changed the entry first.
         """
-        count = math.ceil(length / segment)
-        names = self._segments("body", key, version, count)
+        length = sum(sizes)
+        names = self._segments("body", key, version, len(sizes))
         pipe = client.pipeline(transaction=True)
         pipe.hget(self._key("entry", key), "body")
         if length <= self._chunk_bytes:
-            # Small (one segment, or two just under chunk_bytes): one read, and the
-            # stream no longer depends on Redis.
+            # Small (at most a segment and the pieces of its rest): one read, and
+            # the stream no longer depends on Redis.
             for name in names:
                 pipe.get(name)
             current, *parts = pipe.execute()
@@ -540,14 +643,13 @@ class CacheRedis(CacheAbstract):
         pipe.pexpire(lease, self._linger_seconds * 1000)
         for name in names:
             pipe.strlen(name)
-        current, _, _, *sizes = pipe.execute()
-        expected = [min(segment, length - n * segment) for n in range(count)]
-        if current is None or _text(current) != version or sizes != expected:
+        current, _, _, *found = pipe.execute()
+        if current is None or _text(current) != version or found != sizes:
             self._release(key, version, token, names)
             if current is None or _text(current) != version:
                 return None
             raise _lost(key)
-        stream = RedisBodyReader(self, key, version, names, segment, length, token)
+        stream = RedisBodyReader(self, key, version, names, segment, sizes, token)
         return cast(BinaryIO, stream)
 
     def _fetch(
@@ -655,22 +757,38 @@ class CacheRedis(CacheAbstract):
                     found.append(Entry.from_json(raw))
         return found
 
+    # Gone marks (names "gone:<id>") live in the sorted set, which keeps no value:
+    # mark_get answers "1" for any of them. The base class only tests them for None.
+
     def mark_get(self, name: str) -> str | None:
+        if name.startswith("gone:"):
+            return "1" if self._gone(name[len("gone:") :], "get") else None
         with self._reaching() as client:
             value = client.get(self._mark(name))
         return None if value is None else _text(value)
 
     def mark_set(self, name: str, value: str, ttl: float | None = None) -> None:
+        if name.startswith("gone:"):
+            self._gone(name[len("gone:") :], "set", *_expiry(ttl))
+            return
         with self._reaching() as client:
             client.set(self._mark(name), value, px=None if ttl is None else int(ttl * 1000))
 
     def mark_add(self, name: str, value: str, ttl: float | None = None) -> bool:
+        if name.startswith("gone:"):
+            return bool(self._gone(name[len("gone:") :], "add", *_expiry(ttl)))
         with self._reaching() as client:
             px = None if ttl is None else int(ttl * 1000)
             return bool(client.set(self._mark(name), value, nx=True, px=px))
 
     def mark_delete(self, name: str) -> None:
         with self._reaching() as client:
+            if name.startswith("gone:"):
+                pipe = client.pipeline(transaction=True)
+                pipe.zrem(self._book("gone"), _encode(name[len("gone:") :]))
+                pipe.delete(self._mark(name))
+                pipe.execute()
+                return
             client.delete(self._mark(name))
 
     def mark_incr(self, name: str, amount: int = 1) -> int:
@@ -696,7 +814,7 @@ class RedisBodyReader(io.RawIOBase):
         version: str,
         names: list[str],
         segment: int,
-        length: int,
+        sizes: list[int],
         token: str,
     ) -> None:
         super().__init__()
@@ -704,7 +822,12 @@ class RedisBodyReader(io.RawIOBase):
         self._key = key
         self._names = names
         self._segment = segment
-        self._length = length
+        # Full segments first (found by division), then the pieces of the rest (by
+        # bisection over where each one starts).
+        self._full = sum(sizes) // segment
+        self._rest = sizes[self._full :]
+        self._starts = list(itertools.accumulate(self._rest[:-1], initial=self._full * segment))
+        self._length = sum(sizes)
         self._pos = 0
         self._version = version
         self._lease = cache._lease(key, version)
@@ -730,8 +853,8 @@ class RedisBodyReader(io.RawIOBase):
             ranges: list[tuple[str, int, int]] = []
             at = self._pos
             while at < stop:
-                index, offset = divmod(at, self._segment)
-                count = min(stop - at, self._segment - offset)
+                index, offset, size = self._locate(at)
+                count = min(stop - at, size - offset)
                 ranges.append((self._names[index], offset, offset + count))
                 at += count
             renew = time.monotonic() >= self._renew_at
@@ -749,6 +872,14 @@ class RedisBodyReader(io.RawIOBase):
         if len(parts) == 1:
             return parts[0]
         return b"".join(parts)
+
+    def _locate(self, at: int) -> tuple[int, int, int]:
+        """The piece holding byte ``at``: its index, the offset in it, its length."""
+        index, offset = divmod(at, self._segment)
+        if index < self._full:
+            return index, offset, self._segment
+        n = bisect.bisect_right(self._starts, at) - 1
+        return self._full + n, at - self._starts[n], self._rest[n]
 
     def close(self) -> None:
         if not self.closed and not self._finalizing:
@@ -811,32 +942,112 @@ def _lost(key: str) -> EntryGone:
     return EntryGone(f"the body of entry {key} is no longer in Redis (evicted or expired)")
 
 
-def _pieces(body: Body, size: int) -> Iterator[bytes | memoryview]:
-    """``body`` in pieces of ``size`` bytes (the last one shorter), without copying ``bytes``.
+def _size_class_below(size: int) -> int:
+    """The largest size class of jemalloc of at most ``size`` bytes (``size`` >= 4)."""
+    step = 1 << (size.bit_length() - 3)
+    return size // step * step
 
-    A stream is read until a piece is full or the stream ends, so short reads still
-    make full segments; at most one piece is held at a time.
+
+def _size_class_above(size: int) -> int:
+    """The smallest size class of jemalloc of at least ``size`` bytes (``size`` >= 5)."""
+    step = 1 << ((size - 1).bit_length() - 3)
+    return -(-size // step) * step
+
+
+def _tail(rest: int) -> list[int]:
+    """The lengths of the pieces that the last ``rest`` bytes of a body are cut into.
+
+    Each piece but the last fills the largest size class that the bytes left fill,
+    its headroom included: what is left is then less than a quarter of what was,
+    so a rest of up to a MiB takes at most five or six pieces. The bytes left make
+    the last piece once they are under 2 KiB, or fill their own class nearly.
+    """
+    pieces: list[int] = []
+    while rest + _STRING_HEADROOM >= _TAIL_FLOOR:
+        whole = rest + _STRING_HEADROOM
+        if _size_class_above(whole) - whole < _KEY_BYTES:
+            break
+        piece = _size_class_below(whole) - _STRING_HEADROOM
+        pieces.append(piece)
+        rest -= piece
+    if rest:
+        pieces.append(rest)
+    return pieces
+
+
+def _layout(length: int, segment: int) -> list[int]:
+    """The lengths of the pieces a body of ``length`` bytes is stored in.
+
+    Full segments of ``segment`` bytes, then the rest cut by :func:`_tail`. Writer,
+    readers and deleters all derive it from these two numbers.
+    """
+    full, rest = divmod(length, segment)
+    return [segment] * full + _tail(rest)
+
+
+def _sizes(length: int, segment: int, layout: bytes | str | None) -> list[int]:
+    """The piece lengths of a stored body, by the ``layout`` field of its entry hash.
+
+    Entries written before the field existed hold full segments and one last piece.
+    """
+    if layout is not None:
+        return _layout(length, segment)
+    full, rest = divmod(length, segment)
+    return [segment] * full + ([rest] if rest else [])
+
+
+def _pieces(body: Body, segment: int) -> Iterator[Sequence[bytes | memoryview]]:
+    """``body`` in the pieces of :func:`_layout`, without copying ``bytes``.
+
+    Yields each full segment alone, then the pieces of the rest together (less than
+    a segment in all). A stream is read until a segment is full or the stream ends,
+    so short reads still make full segments; a segment that is not full is the
+    rest of the body. At most one segment (and what one read gave beyond it) is held
+    at a time.
     """
     if isinstance(body, bytes):
         view = memoryview(body)
-        for start in range(0, len(view), size):
-            yield view[start : start + size]
+        sizes = _layout(len(view), segment)
+        starts = [0, *itertools.accumulate(sizes)]
+        full = len(view) // segment
+        for n in range(full):
+            yield (view[starts[n] : starts[n + 1]],)
+        if len(sizes) > full:
+            yield [view[starts[n] : starts[n + 1]] for n in range(full, len(sizes))]
         return
+    left = b""
     while True:
-        parts: list[bytes] = []
-        have = 0
-        while have < size:
-            data = body.read(size - have)
+        parts = [left] if left else []
+        have = len(left)
+        while have < segment:
+            data = body.read(segment - have)
             if not data:
                 break
             if not isinstance(data, (bytes, bytearray)):
                 raise TypeError("a body stream must be opened in binary mode")
             parts.append(bytes(data))
             have += len(data)
-        if parts:
-            yield parts[0] if len(parts) == 1 else b"".join(parts)
-        if have < size:
+        chunk = parts[0] if len(parts) == 1 else b"".join(parts)
+        if have >= segment:
+            # A stream may return more than it was asked for: the excess starts
+            # the next segment.
+            yield (memoryview(chunk)[:segment],)
+            left = chunk[segment:]
+            continue
+        if not have:
             return
+        view, start = memoryview(chunk), 0
+        cut: list[bytes | memoryview] = []
+        for size in _tail(have):
+            cut.append(view[start : start + size])
+            start += size
+        yield cut
+        return
+
+
+def _expiry(ttl: float | None) -> tuple[str, int]:
+    """How the gone-mark script is told a lifetime of ``ttl`` seconds (``None``: for ever)."""
+    return ("never", 0) if ttl is None else ("in", int(ttl * 1000))
 
 
 def _plain(settings: dict[str, Any]) -> dict[str, Any]:
@@ -854,9 +1065,15 @@ def _plain(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def _segment_bytes(chunk_bytes: int) -> int:
-    """Body bytes per segment: one SET of at most ``chunk_bytes`` bytes each."""
+    """Body bytes per full segment: one SET of at most ``chunk_bytes`` bytes each.
+
+    The largest size class within ``chunk_bytes``, less the headroom: just under
+    ``chunk_bytes`` when it is a power of two.
+    """
     # Below a few kilobytes the key of a segment costs more than any rounding.
-    return chunk_bytes - _STRING_HEADROOM if chunk_bytes >= 4096 else chunk_bytes
+    if chunk_bytes < 4096:
+        return chunk_bytes
+    return _size_class_below(chunk_bytes) - _STRING_HEADROOM
 
 
 def _check_positive_int(name: str, value: object) -> None:
