@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import flask
+from flask.signals import request_finished, request_started
 from werkzeug.datastructures import Headers
 from werkzeug.exceptions import RequestedRangeNotSatisfiable
 from werkzeug.http import dump_options_header, http_date, parse_range_header, quote_etag
@@ -24,6 +25,7 @@ from ._keys import KEY_PATTERN, is_valid_key
 from ._lazy import ProducingIterator, wait_for_body
 from ._remote import remote_response
 from ._session import matches as session_matches
+from ._session import set_cookie as set_session_cookie
 from ._streams import BodyIterator, BufferReader
 from .entry import Entry
 from .errors import BackendUnavailable, EntryGone, EntryNotFound
@@ -489,20 +491,29 @@ class FastPath:
     the one ``register()`` made, without conditional or ``Range`` headers, for a
     stored or in-place file that the view would send whole; the answer is the
     view's own, byte for byte. Every other request goes to ``wsgi_app``, so the
-    view answers it. Flask's request hooks (``before_request``, ``after_request``,
-    ``teardown_request``), its signals and its session handling do not run for the
-    requests answered here.
+    view answers it.
+
+    Flask's request hooks, signals and session handling do not run for the requests
+    answered here. So unless ``forced``, it answers only while the app has no hook
+    or signal receiver that would see the route's requests (besides this package's
+    own and Dash's one-off set-up), checked on every request: a login check added
+    at any time sends the downloads back through Flask.
     """
 
-    def __init__(self, wsgi_app: Any, service: ServiceData, path: str) -> None:
+    def __init__(
+        self, wsgi_app: Any, service: ServiceData, path: str, app: flask.Flask, forced: bool
+    ) -> None:
         self.wsgi_app = wsgi_app
         self.service = service
         self.path = path
+        self.app = app
+        self.forced = forced
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        if environ.get("PATH_INFO") == self.path and environ.get("REQUEST_METHOD") in (
-            "GET",
-            "HEAD",
+        if (
+            environ.get("PATH_INFO") == self.path
+            and environ.get("REQUEST_METHOD") in ("GET", "HEAD")
+            and (self.forced or unobserved(self.app))
         ):
             answer = self._answer(environ)
             if answer is not None:
@@ -560,3 +571,52 @@ class FastPath:
             body.close()
             return None
         return headers, sent
+
+
+def _harmless(hook: Any) -> bool:
+    """Whether a request hook may be skipped for a download: ours, or Dash's set-up.
+
+    Dash's ``_setup_server`` prepares its own pages and callbacks once; a cached file
+    needs none of it, and the next Dash request still runs it.
+    """
+    if hook is set_session_cookie:
+        return True
+    owner = getattr(hook, "__self__", None)
+    return getattr(hook, "__name__", "") == "_setup_server" and type(owner).__module__.startswith(
+        "dash"
+    )
+
+
+def unobserved(app: flask.Flask) -> bool:
+    """Whether no hook or signal receiver of ``app`` would see a request of the route."""
+    for table in (
+        app.before_request_funcs,
+        app.after_request_funcs,
+        app.teardown_request_funcs,
+        app.url_value_preprocessors,
+    ):
+        hooks = table.get(None)
+        if hooks and not all(_harmless(hook) for hook in hooks):
+            return False
+    return not (_receives(request_started, app) or _receives(request_finished, app))
+
+
+def _receives(signal: Any, app: flask.Flask) -> bool:
+    """Whether a live receiver of ``signal`` would be called for ``app``."""
+    # No receiver at all is the common case and the cheap test.
+    return bool(signal.receivers) and any(True for _ in signal.receivers_for(app))
+
+
+def plain_wsgi_app(app: flask.Flask) -> bool:
+    """Whether ``app.wsgi_app`` is Flask's own, behind nothing but fast paths.
+
+    Middleware that wraps it before ``serve()`` (an authentication layer, say) would
+    sit behind a fast path and be skipped, so then no fast path is put in by default.
+    """
+    current: Any = app.wsgi_app
+    while isinstance(current, FastPath):
+        current = current.wsgi_app
+    return (
+        getattr(current, "__self__", None) is app
+        and getattr(current, "__func__", None) is flask.Flask.wsgi_app
+    )

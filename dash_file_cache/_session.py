@@ -95,7 +95,7 @@ def _set_new_token(response: flask.Response) -> flask.Response:
     return _with_token(response, getattr(flask.g, _NEW_TOKEN))
 
 
-def _set_cookie(response: flask.Response) -> flask.Response:
+def set_cookie(response: flask.Response) -> flask.Response:
     """Give a page a token as it loads, unless the browser has one.
 
     Every later callback (background ones included) then already has one; other
@@ -130,4 +130,4 @@ def install(app: flask.Flask) -> None:
     if app.extensions.get("dash_file_cache_session"):
         return
     app.extensions["dash_file_cache_session"] = True
-    app.after_request(_set_cookie)
+    app.after_request(set_cookie)

@@ -6,7 +6,7 @@ import os
 import time
 import urllib.parse
 from collections.abc import Callable, Collection, Mapping
-from typing import TYPE_CHECKING, Any, ParamSpec
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec
 
 from . import _inputs
 from ._keys import is_valid_key, new_key
@@ -223,7 +223,8 @@ class ServiceData:
                     f"the file is {source.size} bytes, more than max_entry_bytes="
                     f"{self.max_entry_bytes}; register a smaller file or raise the limit"
                 )
-            uid = (self._cache.find(name) if name else None) or new_key()
+            found = self._cache.find(name) if name else None
+            uid = found or new_key()
             shown = file_name or source.default_name
             mime = mime_type or (
                 _inputs.guess_mime_type(shown) if shown else "application/octet-stream"
@@ -254,7 +255,7 @@ class ServiceData:
                 self._producers.add(uid, fobj)
             else:
                 self._producers.discard(uid)
-            self._cache.put(entry, source.body)
+            self._cache.put(entry, source.body, fresh=found is None)
         finally:
             close = getattr(source.body, "close", None)
             if close is not None:
@@ -337,7 +338,7 @@ class ServiceData:
             url_headers=request_headers,
             etag=new_key(),
         )
-        self._cache.put(entry, None)
+        self._cache.put(entry, None, fresh=True)
         return self.address(key, download=download)
 
     def address(self, key: str, download: bool = False) -> str:
@@ -350,27 +351,37 @@ class ServiceData:
 
     # Serving ------------------------------------------------------------------
 
-    def serve(self, app: Any, endpoint: str | None = None, *, fast: bool = False) -> None:
+    def serve(
+        self, app: Any, endpoint: str | None = None, *, fast: bool | Literal["auto"] = "auto"
+    ) -> None:
         """Add the GET route of this service to a ``dash.Dash`` or ``flask.Flask`` app.
 
         For a Dash app the route honours ``routes_pathname_prefix`` and the
         addresses honour ``requests_pathname_prefix``.
 
-        With ``fast=True`` a WSGI middleware in front of the app answers the plain
-        downloads (a GET or HEAD of a registered address, without conditional or
-        ``Range`` headers) before Flask routes them: the same answers, with less
-        work per request. Flask's ``before_request`` and ``after_request`` hooks
-        (such as a login check) then do not run for those requests, so turn it on
-        only where the addresses need no such hook.
+        ``fast`` decides whether a WSGI middleware in front of the app answers the
+        plain downloads (a GET or HEAD of a registered address, without conditional
+        or ``Range`` headers) before Flask routes them: the same answers, with much
+        less work per request, but without Flask's request hooks and signals. With
+        ``"auto"`` (the default) it answers only while the app has no hook or
+        receiver that would see the route's requests (a login check in
+        ``before_request``, say), and it is left out when the app's ``wsgi_app`` is
+        already wrapped or routes match by host. ``True`` answers them even past
+        such hooks; ``False`` sends every request through Flask.
         """
-        from ._http import FastPath, make_view
+        from ._http import FastPath, make_view, plain_wsgi_app
 
+        if fast not in (True, False, "auto"):
+            raise ValueError(f"fast must be True, False or 'auto', not {fast!r}")
         server = _as_flask(app)
-        if fast and (server.url_map.host_matching or server.subdomain_matching):
+        by_host = server.url_map.host_matching or server.subdomain_matching
+        if fast is True and by_host:
             raise ValueError(
                 "fast=True answers by path alone, and this app matches routes by host "
                 "or subdomain; serve the files with fast=False"
             )
+        if fast == "auto" and (by_host or not plain_wsgi_app(server)):
+            fast = False
         route_prefix = request_prefix = ""
         config = getattr(app, "config", None)
         if app is not server and config is not None:
@@ -393,7 +404,7 @@ class ServiceData:
         install_session(server)
         if fast:
             server.wsgi_app = FastPath(  # type: ignore[method-assign]
-                server.wsgi_app, self, route_prefix + self._service_name
+                server.wsgi_app, self, route_prefix + self._service_name, server, fast is True
             )
 
     init_app = serve

@@ -1,4 +1,4 @@
-"""serve(app, fast=True) answers exactly as the Flask route does, request by request.
+"""The fast path answers exactly as the Flask route does, request by request.
 
 Two apps serve two backends holding the same entries (same ids, ETags and times):
 one through the route alone, one with the fast path in front. Every request of the
@@ -335,3 +335,209 @@ def test_the_fast_path_refuses_apps_that_route_by_host(options: dict[str, Any]) 
     with pytest.raises(ValueError, match="fast=False"):
         dfc.ServiceData(dfc.CachePlain(4)).serve(app, fast=True)
     assert "dash_file_cache.cached-data" not in app.view_functions
+
+
+# The default, fast="auto": the fast path answers only while no hook of the app
+# would see the route's requests.
+
+
+class AutoApp:
+    """A Flask app served with the default ``fast``; counts requests that reach Flask."""
+
+    def __init__(self, tmp_path: Path, app: flask.Flask | None = None, **serve: Any) -> None:
+        self.app = app or flask.Flask("auto")
+        self.service = dfc.ServiceData(dfc.CachePlain(8))
+        self.service.serve(self.app, **serve)
+        self.reached_flask: list[str] = []
+        self.fast_path = _fast_path_of(self.app)
+        if self.fast_path is not None:
+            inner = self.fast_path.wsgi_app
+
+            def counting(environ: dict[str, Any], start_response: Any) -> Any:
+                self.reached_flask.append(environ["PATH_INFO"])
+                return inner(environ, start_response)
+
+            self.fast_path.wsgi_app = counting
+        entry, body = _entries(tmp_path)[0]
+        self.service.cache.put(entry, body)
+        self.client = self.app.test_client()
+
+    def get(self, query: str = _uid("bin")) -> Any:
+        return self.client.get("/cached-data" + query, buffered=True)
+
+
+def _fast_path_of(app: flask.Flask) -> Any:
+    from dash_file_cache._http import FastPath
+
+    return app.wsgi_app if isinstance(app.wsgi_app, FastPath) else None
+
+
+def test_by_default_a_plain_download_skips_flask(tmp_path: Path) -> None:
+    auto = AutoApp(tmp_path)
+    assert auto.fast_path is not None
+    resp = auto.get()
+    assert resp.status_code == 200
+    assert resp.get_data() == BODY
+    assert auto.reached_flask == []
+    # What the fast path leaves to the route still gets there.
+    assert (
+        auto.client.get("/cached-data" + _uid("bin"), headers={"Range": "bytes=0-9"}).data
+        == (BODY[:10])
+    )
+    assert auto.reached_flask == ["/cached-data"]
+
+
+def test_by_default_a_login_check_added_later_guards_the_files(tmp_path: Path) -> None:
+    auto = AutoApp(tmp_path)
+    assert auto.get().status_code == 200
+
+    @auto.app.before_request
+    def login_required() -> Any:
+        if flask.request.headers.get("Authorization") != "Bearer ok":
+            flask.abort(401)
+        return None
+
+    assert auto.get().status_code == 401
+    resp = auto.client.get("/cached-data" + _uid("bin"), headers={"Authorization": "Bearer ok"})
+    assert (resp.status_code, resp.get_data()) == (200, BODY)
+    assert auto.reached_flask == ["/cached-data", "/cached-data"]
+
+
+def _add_after_request(app: flask.Flask) -> None:
+    def add_header(resp: flask.Response) -> flask.Response:
+        resp.headers["X-Frame-Options"] = "DENY"
+        return resp
+
+    app.after_request(add_header)
+
+
+def _add_teardown(app: flask.Flask) -> None:
+    app.teardown_request(lambda exc: None)
+
+
+def _add_url_value_preprocessor(app: flask.Flask) -> None:
+    app.url_value_preprocessor(lambda endpoint, values: None)
+
+
+@pytest.mark.parametrize(
+    "add_hook", [_add_after_request, _add_teardown, _add_url_value_preprocessor]
+)
+def test_by_default_any_other_app_hook_sends_downloads_through_flask(
+    tmp_path: Path, add_hook: Any
+) -> None:
+    auto = AutoApp(tmp_path)
+    add_hook(auto.app)
+    resp = auto.get()
+    assert (resp.status_code, resp.get_data()) == (200, BODY)
+    assert auto.reached_flask == ["/cached-data"]
+    if add_hook is _add_after_request:
+        assert resp.headers["X-Frame-Options"] == "DENY"
+
+
+def test_by_default_a_blueprint_hook_does_not_concern_the_route(tmp_path: Path) -> None:
+    auto = AutoApp(tmp_path)
+    blueprint = flask.Blueprint("admin", "admin")
+    blueprint.before_request(lambda: flask.abort(403))
+    auto.app.register_blueprint(blueprint)
+    assert auto.get().status_code == 200
+    assert auto.reached_flask == []
+
+
+def test_by_default_a_request_signal_receiver_sends_downloads_through_flask(
+    tmp_path: Path,
+) -> None:
+    auto = AutoApp(tmp_path)
+    seen: list[str] = []
+
+    def started(sender: Any, **extra: Any) -> None:
+        seen.append(flask.request.path)
+
+    flask.request_started.connect(started, auto.app)
+    try:
+        assert auto.get().status_code == 200
+    finally:
+        flask.request_started.disconnect(started, auto.app)
+    assert seen == ["/cached-data"]
+    assert auto.reached_flask == ["/cached-data"]
+    assert auto.get().status_code == 200
+    assert auto.reached_flask == ["/cached-data"]
+
+
+def test_by_default_middleware_wrapped_before_serve_is_never_skipped(tmp_path: Path) -> None:
+    app = flask.Flask("wrapped")
+    seen: list[str] = []
+    inner = app.wsgi_app
+
+    def guard(environ: dict[str, Any], start_response: Any) -> Any:
+        seen.append(environ["PATH_INFO"])
+        return inner(environ, start_response)
+
+    app.wsgi_app = guard  # type: ignore[method-assign]
+    auto = AutoApp(tmp_path, app)
+    assert auto.fast_path is None
+    assert auto.get().status_code == 200
+    assert seen == ["/cached-data"]
+
+
+def test_by_default_middleware_wrapped_after_serve_runs_in_front(tmp_path: Path) -> None:
+    auto = AutoApp(tmp_path)
+    seen: list[str] = []
+    fast = auto.app.wsgi_app
+
+    def outer(environ: dict[str, Any], start_response: Any) -> Any:
+        seen.append(environ["PATH_INFO"])
+        return fast(environ, start_response)
+
+    auto.app.wsgi_app = outer  # type: ignore[method-assign]
+    assert auto.get().status_code == 200
+    assert seen == ["/cached-data"]
+    assert auto.reached_flask == []
+
+
+def test_by_default_two_services_both_get_a_fast_path(tmp_path: Path) -> None:
+    app = flask.Flask("two")
+    first = dfc.ServiceData(dfc.CachePlain(4))
+    second = dfc.ServiceData(dfc.CachePlain(4), service_name="/other-data")
+    first.serve(app)
+    second.serve(app)
+    one, two = first.register(b"one"), second.register(b"two")
+    client = app.test_client()
+    assert (client.get(one).data, client.get(two).data) == (b"one", b"two")
+    outer = _fast_path_of(app)
+    assert outer is not None and _fast_path_of_inner(outer) is not None
+
+
+def _fast_path_of_inner(fast_path: Any) -> Any:
+    from dash_file_cache._http import FastPath
+
+    return fast_path.wsgi_app if isinstance(fast_path.wsgi_app, FastPath) else None
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"host_matching": True, "static_host": "files.example"}, {"subdomain_matching": True}],
+)
+def test_by_default_apps_that_route_by_host_get_the_route_alone(
+    tmp_path: Path, options: dict[str, Any]
+) -> None:
+    auto = AutoApp(tmp_path, flask.Flask("hosts", **options))
+    assert auto.fast_path is None
+
+
+def test_fast_accepts_only_its_three_values() -> None:
+    with pytest.raises(ValueError, match="True, False or 'auto'"):
+        dfc.ServiceData(dfc.CachePlain(4)).serve(flask.Flask("x"), fast="yes")  # type: ignore[arg-type]
+
+
+def test_by_default_a_dash_app_gets_the_fast_path(tmp_path: Path) -> None:
+    dash = pytest.importorskip("dash")
+    app = dash.Dash(__name__)
+    app.layout = dash.html.Div("page")
+    auto = AutoApp(tmp_path, app.server)
+    # Dash's own set-up hook and the session cookie hook do not stop it.
+    assert app.server.before_request_funcs.get(None)
+    assert auto.client.get("/").status_code == 200
+    auto.reached_flask.clear()
+    resp = auto.get()
+    assert (resp.status_code, resp.get_data()) == (200, BODY)
+    assert auto.reached_flask == []
