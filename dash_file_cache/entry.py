@@ -52,15 +52,21 @@ class Entry:
 
     def to_json(self) -> str:
         """Serialise as JSON; storage never pickles metadata."""
-        return json.dumps(dataclasses.asdict(self), separators=(",", ":"))
+        # Every field is a plain JSON value (url_headers a flat dict of strings),
+        # so no deep copy is needed: the encoder only reads them.
+        return _ENCODE({name: getattr(self, name) for name in _FIELDS})
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Entry:
         """Rebuild an entry written by ``to_json``."""
         data: dict[str, Any] = json.loads(text)
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        return cls(**{k: v for k, v in data.items() if k in _FIELD_SET})
 
     def replace(self, **changes: Any) -> Entry:
         """Return a copy with ``changes`` applied."""
         return dataclasses.replace(self, **changes)
+
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(Entry))
+_FIELD_SET = frozenset(_FIELDS)
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode

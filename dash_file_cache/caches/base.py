@@ -184,12 +184,16 @@ class CacheAbstract(abc.ABC):
 
     # Derived: the entry life cycle ---------------------------------------------------
 
-    def put(self, entry: Entry, body: Body | None) -> None:
-        """Store an entry, applying the bounds; the id is live again if it was gone."""
+    def put(self, entry: Entry, body: Body | None, *, fresh: bool = False) -> None:
+        """Store an entry, applying the bounds; the id is live again if it was gone.
+
+        ``fresh`` tells that ``entry.key`` was drawn at random just now, so that no
+        mark (gone, claimed) can be attached to it yet and none is looked up.
+        """
         self.bounds.check_size(entry.size)
         # Cleared first: a backend may lay the gone mark of an expiring entry itself.
-        # A fresh id has no marks; reading is cheaper than deleting on shared stores.
-        for mark in ("gone:" + entry.key, "claim:" + entry.key):
+        # Reading is cheaper than deleting on shared stores.
+        for mark in () if fresh else ("gone:" + entry.key, "claim:" + entry.key):
             if self.mark_get(mark) is not None:
                 self.mark_delete(mark)
         self.write(self.bounds.stamp(entry), body)

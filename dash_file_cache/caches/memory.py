@@ -168,9 +168,9 @@ class CachePlain(CacheAbstract):
                 "process) or CacheFile (entries on disk) for background callbacks."
             )
 
-    def put(self, entry: Entry, body: Body | None) -> None:
+    def put(self, entry: Entry, body: Body | None, *, fresh: bool = False) -> None:
         self._check_process()
-        super().put(entry, body)
+        super().put(entry, body, fresh=fresh)
 
     def write(self, entry: Entry, body: Body | None) -> None:
         data = b"" if body is None else read_body(body)

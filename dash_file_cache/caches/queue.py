@@ -112,7 +112,7 @@ class _Server:
                     entry = Entry.from_json(header["entry"])
                     data = _receive_body(conn, entry.size) if header["body"] else b""
                     # The buffer is never written again: it stands as the entry's body.
-                    cache.put(entry, cast(bytes, data))
+                    cache.put(entry, cast(bytes, data), fresh=header.get("fresh") is True)
                 elif op in _FORWARDED:
                     result = getattr(cache, op)(*header["args"])
                 else:
@@ -257,12 +257,13 @@ class CacheQueue(CachePlain):
     def _forward(self, op: str, *args: Any) -> Any:
         return self._send({"op": op, "args": list(args)})
 
-    def put(self, entry: Entry, body: Body | None) -> None:
+    def put(self, entry: Entry, body: Body | None, *, fresh: bool = False) -> None:
         if self._is_client():
-            self._send({"op": "put", "entry": entry.to_json(), "body": body is not None}, body)
+            header = {"op": "put", "entry": entry.to_json(), "body": body is not None}
+            self._send({**header, "fresh": fresh}, body)
             return
         self._ensure_server()
-        super().put(entry, body)
+        super().put(entry, body, fresh=fresh)
 
     def delete(self, key: str, gone: bool = True, reason: str = "deleted") -> bool:
         if self._is_client():
