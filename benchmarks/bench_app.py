@@ -4,10 +4,15 @@ Both versions share the routes below, so the runner drives them alike:
 
 ``/d/<backend>``
     One ``ServiceData`` per backend (``plain``, ``queue``, ``file``; ``redis`` and
-    ``offload`` when this version has them).
+    ``offload`` when this version has them), answered by the Flask route
+    (``serve(app, fast=False)`` where this version has a fast path). Also
+    ``plain-full`` and ``queue-full``: ``cache_size`` entries only
+    (``BENCH_FULL_SIZE``, 1,000 by default), for a cache that is full and evicts on
+    every registration, as in an app that has run for a while.
 ``/f/<backend>``
-    When this version has the opt-in fast path (``serve(app, fast=True)``): a
-    second service on the same cache, answered by it.
+    When this version has the fast path: a second service on the same cache,
+    served the default way (``serve(app)``, whose fast path answers since no hook
+    of this app watches the route).
 ``POST /register/<backend>``
     Registers the request body as an in-memory file (``io.BytesIO``) named after
     ``name``; ``one_time=1`` makes it a one-time entry; ``fast=1`` registers it
@@ -39,6 +44,8 @@ import dash_file_cache as dfc
 DATA = os.path.realpath(os.environ["BENCH_DATA"])
 CACHE = os.environ["BENCH_CACHE"]
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "")
+CACHE_SIZE = int(os.environ.get("BENCH_CACHE_SIZE", "100000"))
+FULL_SIZE = int(os.environ.get("BENCH_FULL_SIZE", "1000"))
 LEGACY = not hasattr(dfc, "Entry")  # 0.2.0 has no Entry record
 FAST = "fast" in inspect.signature(dfc.ServiceData.serve).parameters
 
@@ -47,10 +54,16 @@ app = flask.Flask(__name__)
 
 def _caches() -> dict[str, Any]:
     found: dict[str, Any] = {
-        "plain": dfc.CachePlain(100_000),
+        "plain": dfc.CachePlain(CACHE_SIZE),
         # 0.2.0 needs the queue that background processes would write to.
-        "queue": dfc.CacheQueue(100_000, queue.Queue()) if LEGACY else dfc.CacheQueue(100_000),
+        "queue": dfc.CacheQueue(CACHE_SIZE, queue.Queue())
+        if LEGACY
+        else dfc.CacheQueue(CACHE_SIZE),
         "file": dfc.CacheFile(os.path.join(CACHE, "file")),
+        "plain-full": dfc.CachePlain(FULL_SIZE),
+        "queue-full": dfc.CacheQueue(FULL_SIZE, queue.Queue())
+        if LEGACY
+        else dfc.CacheQueue(FULL_SIZE),
     }
     if REDIS_URL and hasattr(dfc, "CacheRedis"):
         found["redis"] = dfc.CacheRedis(REDIS_URL, namespace=f"bench{os.getpid()}")
@@ -72,9 +85,12 @@ if not LEGACY:
         offload_roots=[DATA],
     )
 for _service in services.values():
-    _service.serve(app)
+    if FAST:
+        _service.serve(app, fast=False)
+    else:
+        _service.serve(app)
 for _service in fast_services.values():
-    _service.serve(app, fast=True)
+    _service.serve(app)
 
 
 def _service(backend: str) -> Any:

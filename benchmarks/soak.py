@@ -605,7 +605,7 @@ new body before it evicts older ones.""",
     "plain": """\
 plain: RSS growth is over this process's RSS before the first registration. It also
   counts memory the allocator keeps after a free and the ids remembered as gone (at
-  most 100,000), which max_bytes does not bound, so it is reported, not judged.""",
+  most 20,000), which max_bytes does not bound, so it is reported, not judged.""",
     "file": """\
 file: max_bytes is diskcache's size_limit, which counts the body files and the pages
   of its index (cache.db), but neither SQLite's write-ahead log and shared-memory
