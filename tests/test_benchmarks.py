@@ -46,6 +46,9 @@ def test_quick_benchmark_run_writes_its_report(tmp_path: Path) -> None:
     roundtrip = {row["case"]: row for row in report["roundtrip"]}
     assert roundtrip["plain"]["per_s"] > 0
     assert roundtrip["plain"]["failed"] == 0
+    # A full cache, evicting on every registration, loses no round trip either.
+    assert roundtrip["plain-full"]["per_s"] > 0
+    assert roundtrip["plain-full"]["failed"] == 0
     assert {"plain", "file"} <= set(report["register"]["ours"])
     assert "large path / send_file (gthread)" in report["ratios"]
     assert "Targets" in done.stdout
@@ -97,3 +100,25 @@ def test_quick_soak_keeps_plain_and_file_caches_within_their_bounds(tmp_path: Pa
     }
     assert all(check["ok"] and check["peak"] <= check["bound"] for check in judged)
     assert "All bounds hold." in done.stdout
+
+
+def test_register_keeps_at_most_one_copy_of_a_large_body_and_frees_it(tmp_path: Path) -> None:
+    out = tmp_path / "memory.json"
+    command = [sys.executable, "benchmarks/register_memory.py", "--mib", "64", "--no-020"]
+    done = subprocess.run(
+        [*command, "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    rows = {row["input"]: row for row in json.loads(out.read_text())}
+    assert set(rows) == {"bytes", "bytearray", "memoryview", "BytesIO", "BytesIO written"}
+    for kind, row in rows.items():
+        assert row["stored"] and row["evicted"], kind
+        assert row["input_size"] > 0.9, kind  # the probe did build the body
+        # Mutable inputs are copied once; bytes and BytesIO are shared, not copied.
+        allowed = 1.1 if kind in ("bytearray", "memoryview") else 0.1
+        assert row["peak_extra"] <= allowed, (kind, row)
+        assert row["left_after_eviction"] <= 0.1, (kind, row)
