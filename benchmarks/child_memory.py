@@ -13,81 +13,50 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-import tempfile
-import textwrap
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-VENV_020 = HERE / ".venv-020" / "bin" / "python"
+from probes import VENV_020, run_probe
 
 # Runs in the interpreter under test; prints the peak growth in bytes.
-_PROBE = textwrap.dedent(
-    """
-    import io, os, sys, threading, time
-    import multiprocessing
-    import psutil
-    import dash_file_cache as dfc
+_PROBE = """
+import io, os, sys, time
+import multiprocessing
+import dash_file_cache as dfc
 
-    size = int(sys.argv[1]) << 20
-    legacy = sys.argv[2] == "0.2.0"
-    if legacy:
-        ctx = multiprocessing.get_context("fork")
-        manager = ctx.Manager()
-        cache = dfc.CacheQueue(4, manager.Queue())
-    else:
-        ctx = multiprocessing.get_context("fork")
-        cache = dfc.CacheQueue(4)
-    service = dfc.ServiceData(cache)
+size = int(sys.argv[1]) << 20
+legacy = sys.argv[2] == "0.2.0"
+ctx = multiprocessing.get_context("fork")
+if legacy:
+    manager = ctx.Manager()
+    cache = dfc.CacheQueue(4, manager.Queue())
+else:
+    cache = dfc.CacheQueue(4)
+service = dfc.ServiceData(cache)
 
-    def child(conn):
-        body = os.urandom(1 << 20) * (size >> 20)
-        conn.send(service.register(io.BytesIO(body), mime_type="application/octet-stream"))
+def child(conn):
+    body = os.urandom(1 << 20) * (size >> 20)
+    conn.send(service.register(io.BytesIO(body), mime_type="application/octet-stream"))
 
-    me = psutil.Process()
-    base = me.memory_info().rss
-    peak = base
-    done = threading.Event()
-
-    def sample():
-        global peak
-        while not done.is_set():
-            peak = max(peak, me.memory_info().rss)
-            time.sleep(0.002)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    receive, send = ctx.Pipe()
-    proc = ctx.Process(target=child, args=(send,))
-    proc.start()
-    address = receive.recv()
-    proc.join(120)
-    uid = address.split("uid=")[1].split("&")[0]
-    deadline = time.monotonic() + 60
-    while uid not in cache and time.monotonic() < deadline:
-        time.sleep(0.01)  # 0.2.0 stores the entry after register() has returned
-    time.sleep(0.2)
-    done.set()
-    sampler.join()
-    print(peak - base, int(uid in cache))
-    """
-)
+base = me.memory_info().rss
+sampler = PeakRss().start()
+receive, send = ctx.Pipe()
+proc = ctx.Process(target=child, args=(send,))
+proc.start()
+address = receive.recv()
+proc.join(120)
+uid = address.split("uid=")[1].split("&")[0]
+deadline = time.monotonic() + 60
+while uid not in cache and time.monotonic() < deadline:
+    time.sleep(0.01)  # 0.2.0 stores the entry after register() has returned
+time.sleep(0.2)
+peak = sampler.stop()
+print(peak - base, int(uid in cache))
+"""
 
 
 def measure(python: str, mib: int, label: str) -> dict[str, float | str | bool]:
-    out = subprocess.run(
-        [python, "-c", _PROBE, str(mib), label],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
-        # 0.2.0 runs away from this checkout, so that it imports its own package.
-        cwd=HERE.parent if label == "ours" else tempfile.gettempdir(),
-        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
-    )
-    growth, stored = out.stdout.split()
+    growth, stored = run_probe(python, _PROBE, str(mib), label, label=label).split()
     return {
         "version": label,
         "body_mib": mib,

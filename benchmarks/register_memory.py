@@ -24,101 +24,72 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-import tempfile
-import textwrap
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-VENV_020 = HERE / ".venv-020" / "bin" / "python"
+from probes import VENV_020, run_probe
+
 KINDS = ("bytes", "bytearray", "memoryview", "BytesIO", "BytesIO written")
 # 0.2.0 takes paths and file objects only.
 KINDS_020 = ("BytesIO", "BytesIO written")
 
 # Runs in the interpreter under test; prints one JSON object.
-_PROBE = textwrap.dedent(
-    """
-    import gc, io, json, os, sys, threading, time
-    import psutil
-    import dash_file_cache as dfc
+_PROBE = """
+import gc, io, json, os, sys
+import dash_file_cache as dfc
 
-    size = int(sys.argv[1]) << 20
-    kind = sys.argv[2]
-    me = psutil.Process()
-    service = dfc.ServiceData(dfc.CachePlain(1))
-    service.register(io.BytesIO(b"warm-up"), mime_type="application/octet-stream")
-    gc.collect()
-    before = me.memory_info().rss
+size = int(sys.argv[1]) << 20
+kind = sys.argv[2]
+service = dfc.ServiceData(dfc.CachePlain(1))
+service.register(io.BytesIO(b"warm-up"), mime_type="application/octet-stream")
+gc.collect()
+before = me.memory_info().rss
 
-    def build():
-        block = os.urandom(1 << 20)
-        if kind == "bytes":
-            return block * (size >> 20)
-        if kind == "bytearray":
-            return bytearray(block * (size >> 20))
-        if kind == "memoryview":
-            return memoryview(bytearray(block * (size >> 20)))
-        if kind == "BytesIO":
-            return io.BytesIO(block * (size >> 20))
-        out = io.BytesIO()
-        for _ in range(size >> 20):
-            out.write(block)
-        out.seek(0)
-        return out
+def build():
+    block = os.urandom(1 << 20)
+    if kind == "bytes":
+        return block * (size >> 20)
+    if kind == "bytearray":
+        return bytearray(block * (size >> 20))
+    if kind == "memoryview":
+        return memoryview(bytearray(block * (size >> 20)))
+    if kind == "BytesIO":
+        return io.BytesIO(block * (size >> 20))
+    out = io.BytesIO()
+    for _ in range(size >> 20):
+        out.write(block)
+    out.seek(0)
+    return out
 
-    body = build()
-    gc.collect()
-    built = me.memory_info().rss
-    peak = built
-    done = threading.Event()
-
-    def sample():
-        global peak
-        while not done.is_set():
-            peak = max(peak, me.memory_info().rss)
-            time.sleep(0.002)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    address = service.register(body, mime_type="application/octet-stream")
-    done.set()
-    sampler.join()
-    peak = max(peak, me.memory_info().rss)
-    held = me.memory_info().rss
-    uid = address.split("uid=")[1].split("&")[0]
-    stored = uid in service.cache
-    # A second entry evicts the first from CachePlain(1); the caller drops its input.
-    service.register(io.BytesIO(b"next"), mime_type="application/octet-stream")
-    evicted = uid not in service.cache
-    del body
-    gc.collect()
-    after = me.memory_info().rss
-    print(json.dumps({
-        "peak_extra": (peak - built) / size,
-        "held_extra": (held - built) / size,
-        "left_after_eviction": (after - before) / size,
-        "input_size": (built - before) / size,
-        "stored": stored,
-        "evicted": evicted,
-    }))
-    """
-)
+body = build()
+gc.collect()
+built = me.memory_info().rss
+sampler = PeakRss().start()
+address = service.register(body, mime_type="application/octet-stream")
+peak = sampler.stop()
+held = me.memory_info().rss
+uid = address.split("uid=")[1].split("&")[0]
+stored = uid in service.cache
+# A second entry evicts the first from CachePlain(1); the caller drops its input.
+service.register(io.BytesIO(b"next"), mime_type="application/octet-stream")
+evicted = uid not in service.cache
+del body
+gc.collect()
+after = me.memory_info().rss
+print(json.dumps({
+    "peak_extra": (peak - built) / size,
+    "held_extra": (held - built) / size,
+    "left_after_eviction": (after - before) / size,
+    "input_size": (built - before) / size,
+    "stored": stored,
+    "evicted": evicted,
+}))
+"""
 
 
 def measure(python: str, mib: int, kind: str, label: str) -> dict[str, object]:
-    out = subprocess.run(
-        [python, "-c", _PROBE, str(mib), kind],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
-        # 0.2.0 runs away from this checkout, so that it imports its own package.
-        cwd=HERE.parent if label == "ours" else tempfile.gettempdir(),
-        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
-    )
-    return {"version": label, "input": kind, "body_mib": mib, **json.loads(out.stdout)}
+    printed = run_probe(python, _PROBE, str(mib), kind, label=label)
+    return {"version": label, "input": kind, "body_mib": mib, **json.loads(printed)}
 
 
 def main() -> int:
