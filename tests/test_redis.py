@@ -32,7 +32,7 @@ from test_contract import make_entry, read_all
 
 import dash_file_cache as dfc
 from dash_file_cache._keys import new_key
-from dash_file_cache.caches.redis import _layout
+from dash_file_cache.caches.redis import _BODY_LUA, _layout, _sizes
 from dash_file_cache.entry import Entry
 
 KIB, MIB = 1 << 10, 1 << 20
@@ -795,6 +795,118 @@ def test_keys_are_namespaced_and_no_other_text_reaches_a_redis_key(
     finally:
         mine.close()
         other.close()
+
+
+# Round trips -------------------------------------------------------------------------
+
+
+def counting_client(url: str, trips: list[int]) -> Any:
+    """A redis-py client adding one to ``trips[0]`` per round trip to the server.
+
+    redis-py sends a single command, and a whole pipeline or MULTI/EXEC block, with
+    one ``send_packed_command`` each, then reads the replies.
+    """
+    import redis
+
+    class CountingConnection(redis.connection.Connection):
+        def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+            trips[0] += 1
+            super().send_packed_command(command, check_health)
+
+    pool = redis.ConnectionPool.from_url(url, connection_class=CountingConnection)
+    return redis.Redis(connection_pool=pool)
+
+
+def commands_run(before: dict[str, int], after: dict[str, int]) -> int:
+    """Commands Redis ran between two ``server_stats``, those of scripts included.
+
+    ``INFO commandstats`` counts each command a script calls as well as the script.
+    Those of the connections that ``server_stats`` opens to ask are left out.
+    """
+    skipped = {"info", "hello", "client|setinfo", "net_output_bytes"}
+    return sum(after[name] - before.get(name, 0) for name in after if name not in skipped)
+
+
+def test_a_small_register_and_get_cost_one_round_trip_each(tmp_path: Path) -> None:
+    """Registering and serving a 10 KiB body: one round trip each, and a bounded
+    number of commands in Redis; a one-time download costs a few more for its claim
+    and consumption. Before, they took 8, 2 and 16 round trips."""
+    body = pattern(10 * KIB, seed=31)
+    trips = [0]
+    with running_redis(tmp_path) as server:
+        client = counting_client(server.url, trips)
+        cache = dfc.CacheRedis(client, namespace=NAMESPACE)
+        app = flask.Flask("round_trips")
+        service = dfc.ServiceData(cache)
+        service.serve(app)
+        browser = app.test_client()
+        try:
+            # Connects, and loads the scripts into Redis.
+            address = service.register(body, one_time_service=True)
+            assert browser.get(address, buffered=True).data == body
+            counted: dict[str, tuple[int, int]] = {}
+
+            def count(name: str, action: Callable[[], Any]) -> Any:
+                # Statistics are written at most once a second; not during a count.
+                cache.flush_stats()
+                before, start = server_stats(server), trips[0]
+                result = action()
+                counted[name] = (trips[0] - start, commands_run(before, server_stats(server)))
+                return result
+
+            for one_time in (False, True):
+                kind = "one-time" if one_time else "plain"
+                address = count(
+                    f"register {kind}",
+                    lambda one_time=one_time: service.register(body, one_time_service=one_time),
+                )
+                answer = count(
+                    f"GET {kind}", lambda address=address: browser.get(address, buffered=True)
+                )
+                assert answer.status_code == 200 and answer.data == body
+            assert browser.get(address).status_code == 410
+        finally:
+            client.close()
+    limits = {
+        "register plain": (1, 15),
+        "GET plain": (1, 5),
+        "register one-time": (1, 15),
+        "GET one-time": (9, 38),
+    }
+    for name, (most_trips, most_commands) in limits.items():
+        assert counted[name][0] <= most_trips, (name, counted[name])
+        assert counted[name][1] <= most_commands, (name, counted[name])
+
+
+def test_the_scripts_count_the_pieces_of_a_body_as_python_cuts_them(
+    redis_server: RedisServer,
+) -> None:
+    """The scripts that read, replace and delete entries find the pieces of a body
+    from its length, segment and layout, as :func:`_layout` cuts them."""
+    script = (
+        _BODY_LUA
+        + """
+local counts = {}
+for i = 1, #ARGV, 3 do
+  local layout = ARGV[i + 2] ~= '' and ARGV[i + 2]
+  counts[#counts + 1] = piece_count(tonumber(ARGV[i]), tonumber(ARGV[i + 1]), layout)
+end
+return counts
+"""
+    )
+    rng = random.Random(32)
+    cases: list[tuple[int, int, str]] = []
+    for segment in (MIB - 64, 64 * KIB - 64, 3 * MIB - 64, 4095, 1000):
+        lengths = [rng.randrange(1, 5 * segment) for _ in range(300)]
+        lengths += [rng.randrange(1, min(segment, 40 * KIB)) for _ in range(300)]
+        lengths += [segment - 1, segment, segment + 1, 3 * segment + 2047, 2 * segment + 1984]
+        cases += [(n, segment, layout) for n in lengths for layout in ("classes", "")]
+    with redis_server.client() as client:
+        for start in range(0, len(cases), 500):
+            batch = cases[start : start + 500]
+            counts = client.eval(script, 0, *itertools.chain.from_iterable(batch))
+            expected = [len(_sizes(n, segment, layout or None)) for n, segment, layout in batch]
+            assert counts == expected
 
 
 # Configuration, pickling, processes ----------------------------------------------------

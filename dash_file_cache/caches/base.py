@@ -354,8 +354,14 @@ class CacheAbstract(abc.ABC):
         """Write the counts gathered in this process to the backend."""
         tally = self.__dict__.get("_pending_tally")
         if tally is not None:
-            for name, amount in tally.take().items():
-                self.mark_incr(name, amount)
+            counts = tally.take()
+            if counts:
+                self.mark_incr_many(counts)
+
+    def mark_incr_many(self, counts: Mapping[str, int]) -> None:
+        """Add to several integer marks; a networked backend may send them at once."""
+        for name, amount in counts.items():
+            self.mark_incr(name, amount)
 
     def hits(self, key: str) -> int:
         """How many times the entry was served."""

@@ -45,14 +45,20 @@ no other text reaches a key, and the two forms cannot collide.
     A hash of the size of every entry, and ``bytes`` their running total.
 
 A body is written segment by segment into its ``tmp`` keys and published by one
-MULTI/EXEC that renames them and writes the entry hash: a reader finds either no
-entry or a complete one. Each publication uses a fresh version. The body an entry
-no longer points to (replaced, deleted, evicted) is deleted at once, unless a
-stream holds a lease on it: then it lingers, with an expiry of ``linger_seconds``
-that every chunk read extends, so that the download under way completes. The
-transaction that retires a body watches its lease, and a stream takes its lease in
-the MULTI that checks that the entry still points to the version it opens, so a
-body is never deleted under a stream that has just opened it.
+Lua script that renames them, sets the last pieces (those under a segment, sent
+with it) and writes the entry hash: a reader finds either no entry or a complete
+one. Each publication uses a fresh version. The body an entry no longer points to
+(replaced, deleted, evicted) is deleted at once, unless a stream holds a lease on
+it: then it lingers, with an expiry of ``linger_seconds`` that every chunk read
+extends, so that the download under way completes. The script that retires a body
+checks its lease as it runs, and a stream takes its lease in the MULTI that checks
+that the entry still points to the version it opens, so a body is never deleted
+under a stream that has just opened it.
+
+Round trips are what a request costs here, so the common steps take one each: a
+publication with its bookkeeping (and the figures the bounds need), the opening of
+an entry with the whole of a body of at most ``chunk_bytes``, a deletion. The
+scripts derive the pieces of a body from its entry hash, as :func:`_layout` does.
 """
 
 from __future__ import annotations
@@ -68,7 +74,7 @@ import secrets
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from .._keys import is_valid_key
@@ -79,7 +85,6 @@ from .base import GONE_SECONDS, Body, Bounds, CacheAbstract
 
 if TYPE_CHECKING:
     import redis
-    from redis.client import Pipeline
 
 __all__ = ["CacheRedis"]
 
@@ -102,40 +107,208 @@ _LAYOUT = "classes"
 _OPEN_ATTEMPTS = 50
 # Letters that cannot make a SCAN pattern match more than the namespace itself.
 _NAMESPACE = re.compile(r"[A-Za-z0-9_.:/@{}+-]{1,200}")
-_HASH_FIELDS = ("entry", "body", "length", "segment", "layout")
-# Gone marks: KEYS are the sorted set and the mark key of earlier versions, ARGV the
-# member, the operation (get, set or add), how the expiry is given ("in" ms from now,
-# "at" an epoch in ms, "never"), the expiry, and the cap. Redis' own clock decides,
-# as for the expiry of every other mark.
-_GONE_SCRIPT = """
-local marks, single, id, op = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-local function live()
-  local at = redis.call('ZSCORE', marks, id)
-  return (at and tonumber(at) > now) or redis.call('EXISTS', single) == 1
+# Gone marks: a Lua function of the sorted set, the mark key of earlier versions,
+# the member, the operation (get, set or add), how the expiry is given ("in" ms from
+# now, "at" an epoch in ms, "never"), the expiry, and the cap. Redis' own clock
+# decides, as for the expiry of every other mark; scores keep its microseconds, so
+# that marks laid within one millisecond still leave the set in the order laid.
+_GONE_LUA = """
+local function gone(marks, single, id, op, how, value, cap)
+  local clock = redis.call('TIME')
+  local now = tonumber(clock[1]) * 1000 + tonumber(clock[2]) / 1000
+  local function live()
+    local at = redis.call('ZSCORE', marks, id)
+    return (at and tonumber(at) > now) or redis.call('EXISTS', single) == 1
+  end
+  if op == 'get' then return live() and 1 or 0 end
+  if op == 'add' and live() then return 0 end
+  local at = 'inf'
+  if how == 'in' then
+    at = string.format('%.3f', now + tonumber(value))
+  elseif how == 'at' then
+    at = value
+  end
+  redis.call('ZREMRANGEBYSCORE', marks, '-inf', string.format('%.3f', now))
+  redis.call('ZADD', marks, at, id)
+  redis.call('DEL', single)
+  redis.call('ZREMRANGEBYRANK', marks, 0, -1 - tonumber(cap))
+  local last = redis.call('ZRANGE', marks, -1, -1, 'WITHSCORES')[2]
+  if last == 'inf' then
+    redis.call('PERSIST', marks)
+  elseif last then
+    redis.call('PEXPIREAT', marks, string.format('%d', math.ceil(tonumber(last))))
+  end
+  return 1
 end
-if op == 'get' then return live() and 1 or 0 end
-if op == 'add' and live() then return 0 end
-local at = 'inf'
-if ARGV[3] == 'in' then
-  at = string.format('%d', now + tonumber(ARGV[4]))
-elseif ARGV[3] == 'at' then
-  at = ARGV[4]
+"""
+# The layout of a body (as _layout cuts it) and the retirement of a body no entry
+# points to any more (deleted at once, or, while a stream holds a lease on it, left
+# to linger for linger_seconds after the stream's last read), for the scripts below:
+# a script finds the pieces of a body from its entry hash alone, so it reads,
+# replaces or deletes an entry in one round trip. The body pieces and
+# leases are named from prefixes given as arguments rather than declared as keys:
+# like the transactions of this module, the scripts need all keys on one server.
+_BODY_LUA = f"""
+local function class_below(size)
+  local step = 1
+  while step * 8 <= size do step = step * 2 end
+  return math.floor(size / step) * step
 end
-redis.call('ZREMRANGEBYSCORE', marks, '-inf', string.format('%d', now))
-redis.call('ZADD', marks, at, id)
-redis.call('DEL', single)
-redis.call('ZREMRANGEBYRANK', marks, 0, -1 - tonumber(ARGV[5]))
-local last = redis.call('ZRANGE', marks, -1, -1, 'WITHSCORES')[2]
-if last == 'inf' then
-  redis.call('PERSIST', marks)
-elseif last then
-  redis.call('PEXPIREAT', marks, string.format('%d', tonumber(last)))
+local function class_above(size)
+  local step = 1
+  while step * 8 <= size - 1 do step = step * 2 end
+  return math.ceil(size / step) * step
 end
+local function piece_count(length, segment, layout)
+  local full = math.floor(length / segment)
+  local rest = length - full * segment
+  if not layout then
+    return full + (rest > 0 and 1 or 0)
+  end
+  while rest + {_STRING_HEADROOM} >= {_TAIL_FLOOR} do
+    local whole = rest + {_STRING_HEADROOM}
+    if class_above(whole) - whole < {_KEY_BYTES} then break end
+    rest = rest - (class_below(whole) - {_STRING_HEADROOM})
+    full = full + 1
+  end
+  return full + (rest > 0 and 1 or 0)
+end
+local function piece_names(prefix, version, count)
+  local names = {{}}
+  for n = 0, count - 1 do names[n + 1] = prefix .. version .. ':' .. n end
+  return names
+end
+local function retire(version, length, segment, layout, prefix, lease, linger)
+  if not version or version == '' or not length or not segment then return end
+  local count = piece_count(tonumber(length), tonumber(segment), layout)
+  local names = piece_names(prefix, version, count)
+  local read = redis.call('EXISTS', lease .. version) == 1
+  for n = 1, #names, 500 do
+    local batch = {{}}
+    for i = n, math.min(n + 499, #names) do batch[#batch + 1] = names[i] end
+    if read then
+      for _, name in ipairs(batch) do redis.call('EXPIRE', name, linger) end
+    else
+      redis.call('DEL', unpack(batch))
+    end
+  end
+end
+"""
+# KEYS: the sorted set of gone marks and the mark key of earlier versions. ARGV: the
+# member, the operation, how the expiry is given, the expiry, the cap.
+_GONE_SCRIPT = (
+    _GONE_LUA + "return gone(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])\n"
+)
+# Publication of an entry, in one step: the checks and reads of the transaction it
+# replaces, the renaming of the pieces written beforehand, the writing of the last
+# pieces given here, the bookkeeping and the retirement of the previous body. It
+# answers {0} when a piece written beforehand is missing (nothing is changed then),
+# else {1, entries booked, bytes booked, whether an expiry is due at ARGV[16]}, so that
+# the bounds need no further round trip when nothing is to be evicted.
+# KEYS: entry hash, sizes, bytes, lru, expiry, gone set, gone mark of earlier
+# versions, claim mark, then the tmp pieces in order.
+# ARGV: id, entry JSON, version ("" without a body), length, segment, layout, size,
+# lru score, expiry score ("" for none), expiry in epoch ms, gone mark expiry in
+# epoch ms, cap of gone marks, linger seconds, body prefix, lease prefix, now (the
+# bounds' clock), then the last pieces in order.
+_PUBLISH_SCRIPT = (
+    _GONE_LUA
+    + _BODY_LUA
+    + """
+local entry_key, sizes, total, lru, expiry = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local id, version, expires = ARGV[1], ARGV[3], ARGV[9]
+local written = #KEYS - 8
+for i = 9, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 0 then return {0} end
+end
+local old = redis.call('HMGET', entry_key, 'body', 'length', 'segment', 'layout')
+local old_size = tonumber(redis.call('HGET', sizes, id) or '0')
+local targets = piece_names(ARGV[14], version, written + #ARGV - 16)
+for i = 1, written do redis.call('RENAME', KEYS[8 + i], targets[i]) end
+for i = 17, #ARGV do redis.call('SET', targets[written + i - 16], ARGV[i]) end
+if expires == '' then
+  -- RENAME keeps the expiry of the tmp key.
+  for i = 1, written do redis.call('PERSIST', targets[i]) end
+  redis.call('ZREM', KEYS[6], id)
+  redis.call('DEL', KEYS[7])
+else
+  for _, target in ipairs(targets) do redis.call('PEXPIREAT', target, ARGV[10]) end
+  -- The tombstone is laid now, to outlive the entry: 410 once it expired.
+  gone(KEYS[6], KEYS[7], id, 'set', 'at', ARGV[11], ARGV[12])
+end
+redis.call('DEL', entry_key, KEYS[8])
+redis.call('ZADD', lru, ARGV[8], id)
+redis.call('HSET', sizes, id, ARGV[7])
+redis.call('INCRBY', total, string.format('%d', tonumber(ARGV[7]) - old_size))
+if expires ~= '' then redis.call('ZADD', expiry, expires, id) end
+redis.call('HSET', entry_key, 'entry', ARGV[2], 'body', version, 'length', ARGV[4],
+  'segment', ARGV[5], 'layout', ARGV[6])
+if expires ~= '' then redis.call('PEXPIREAT', entry_key, ARGV[10]) end
+retire(old[1], old[2], old[3], old[4], ARGV[14], ARGV[15], ARGV[13])
+local due = redis.call('ZRANGEBYSCORE', expiry, '-inf', ARGV[16], 'LIMIT', 0, 1)
+return {1, redis.call('ZCARD', lru), redis.call('GET', total), #due}
+"""
+)
+# Opening an entry: its hash, its use noted in the lru set, and, when the body is
+# at most ARGV[3] bytes, the body pieces read at the same instant (false for a
+# missing piece), after the five fields of the hash.
+# KEYS: entry hash, lru. ARGV: id, lru score, largest body read whole, body prefix.
+_READ_SCRIPT = (
+    _BODY_LUA
+    + """
+local fields = redis.call('HMGET', KEYS[1], 'entry', 'body', 'length', 'segment', 'layout')
+redis.call('ZADD', KEYS[2], 'XX', ARGV[2], ARGV[1])
+local version, length = fields[2], tonumber(fields[3] or '0')
+if fields[1] and version and version ~= '' and length > 0 and length <= tonumber(ARGV[3]) then
+  local count = piece_count(length, tonumber(fields[4]), fields[5])
+  for n, name in ipairs(piece_names(ARGV[4], version, count)) do
+    fields[5 + n] = redis.call('GET', name)
+  end
+end
+return fields
+"""
+)
+# Removal of an entry and of its bookkeeping; its body is retired. Answers 1 if the
+# entry was there.
+# KEYS: entry hash, sizes, bytes, lru, expiry. ARGV: id, body prefix, lease prefix,
+# linger seconds.
+_ERASE_SCRIPT = (
+    _BODY_LUA
+    + """
+local fields = redis.call('HMGET', KEYS[1], 'entry', 'body', 'length', 'segment', 'layout')
+if not fields[1] then return 0 end
+local size = redis.call('HGET', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+if size then redis.call('DECRBY', KEYS[3], size) end
+retire(fields[2], fields[3], fields[4], fields[5], ARGV[2], ARGV[3], ARGV[4])
 return 1
 """
-_GONE_SHA = hashlib.sha1(_GONE_SCRIPT.encode(), usedforsecurity=False).hexdigest()
+)
+
+
+class _Script:
+    """A Lua script and its digest: sent by digest, whole only when Redis lacks it."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.sha = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+
+    def __call__(self, client: redis.Redis, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        import redis.exceptions
+
+        try:
+            return client.evalsha(self.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            return client.eval(self.text, len(keys), *keys, *args)
+
+
+_GONE = _Script(_GONE_SCRIPT)
+_PUBLISH = _Script(_PUBLISH_SCRIPT)
+_READ = _Script(_READ_SCRIPT)
+_ERASE = _Script(_ERASE_SCRIPT)
 
 
 def _import_redis() -> Any:
@@ -377,15 +550,10 @@ class CacheRedis(CacheAbstract):
         )
 
     def _gone(self, key: str, op: str, expiry: str = "never", value: int = 0) -> int:
-        """Run the gone-mark script for entry ``key``: its digest, the script if need be."""
-        import redis.exceptions
-
+        """Run the gone-mark script for entry ``key``."""
         args = self._gone_args(key, op, expiry, value)
         with self._reaching() as client:
-            try:
-                return int(client.evalsha(_GONE_SHA, 2, *args))
-            except redis.exceptions.NoScriptError:
-                return int(client.eval(_GONE_SCRIPT, 2, *args))
+            return int(_GONE(client, args[:2], args[2:]))
 
     def _segment(self, kind: str, key: str, version: str, index: int) -> str:
         return f"{self._namespace}:{kind}:{_encode(key)}:{version}:{index}"
@@ -419,19 +587,27 @@ class CacheRedis(CacheAbstract):
         written: list[str] = []
         with self._reaching() as client:
             try:
-                length = self._write(client, key, version, body, written)
-                self._publish(client, entry, version, written, length)
+                length, last = self._write(client, key, version, body, written)
+                booked = self._publish(client, entry, version, written, last, length)
             except BaseException:
                 if written:
                     # Best effort: if Redis is gone too, the expiry cleans up.
                     with contextlib.suppress(Exception):
                         client.delete(*written)
                 raise
-        self._apply_bounds()
+        self._apply_bounds(booked)
 
-    def _apply_bounds(self) -> None:
-        """Evict least recently used entries while the count or byte bound is exceeded."""
+    def _apply_bounds(self, booked: Sequence[Any] | None = None) -> None:
+        """Evict least recently used entries while the count or byte bound is exceeded.
+
+        ``booked`` is what the publication just reported: the count and bytes booked
+        and whether an expiry is due. When they show nothing to do, nothing is sent.
+        """
         limit, room = self.bounds.cache_size, self.bounds.max_bytes
+        if booked is not None:
+            count, used, due = int(booked[0]), int(booked[1] or 0), int(booked[2])
+            if not due and (limit is None or count <= limit) and (room is None or used <= room):
+                return
         lru, total = self._book("lru"), self._book("bytes")
         with self._reaching() as client:
             self._forget_expired(client)
@@ -467,23 +643,28 @@ class CacheRedis(CacheAbstract):
 
     def _write(
         self, client: redis.Redis, key: str, version: str, body: Body | None, written: list[str]
-    ) -> int:
-        """Store ``body`` in ``tmp`` pieces, one SET of a whole piece each.
+    ) -> tuple[int, list[bytes | memoryview]]:
+        """Store the full segments of ``body`` in ``tmp`` pieces, one SET of a piece each.
 
-        A full segment goes in one round trip, and all the pieces cut from the rest
-        of the body (less than a segment in all) in one more.
+        Each full segment goes in one round trip. The pieces cut from the rest of the
+        body (less than a segment in all, and always last) are returned instead, to
+        travel with the publication: a small body costs no round trip of its own.
+        Returns the length of the body and those last pieces.
         """
         length = 0
         if body is None:
-            return length
+            return length, []
         renewed = time.monotonic()
         for parts in _pieces(body, self._segment_bytes):
+            size = sum(len(part) for part in parts)
+            length += size
+            if size < self._segment_bytes:
+                return length, list(parts)
             pipe = client.pipeline(transaction=False)
             for part in parts:
                 name = self._segment("tmp", key, version, len(written))
                 written.append(name)
                 pipe.set(name, part, ex=_WRITE_SECONDS)
-                length += len(part)
             pipe.execute()
             if time.monotonic() - renewed > _WRITE_SECONDS / 2:
                 # A slow producer: keep the first segments as long as the last one.
@@ -492,106 +673,70 @@ class CacheRedis(CacheAbstract):
                     pipe.expire(done, _WRITE_SECONDS)
                 pipe.execute()
                 renewed = time.monotonic()
-        return length
+        return length, []
 
     def _publish(
-        self, client: redis.Redis, entry: Entry, version: str, tmp: list[str], length: int
-    ) -> None:
+        self,
+        client: redis.Redis,
+        entry: Entry,
+        version: str,
+        tmp: list[str],
+        last: list[bytes | memoryview],
+        length: int,
+    ) -> list[Any]:
+        """Make the entry visible with its body, in one script: all of it or nothing.
+
+        The script renames the ``tmp`` pieces, sets the ``last`` ones, writes the
+        entry hash and its bookkeeping, and retires the previous body, which lingers
+        if a stream holds a lease on it. Returns the count and bytes booked and
+        whether an expiry is due, for :meth:`_apply_bounds`.
+        """
         key = entry.key
-        entry_key = self._key("entry", key)
-        bodies = self._segments("body", key, version, len(tmp))
-        sizes, total = self._book("sizes"), self._book("bytes")
-
-        def publish(pipe: Pipeline) -> None:
-            old = pipe.hmget(entry_key, _HASH_FIELDS)
-            old_size = int(pipe.hget(sizes, _encode(key)) or 0)
-            read = self._being_read(pipe, key, old)
-            if tmp and pipe.exists(*tmp) != len(tmp):
-                raise BackendUnavailable(
-                    f"Redis at {self._where()} dropped part of entry {key} before it was "
-                    "published (maxmemory eviction?); register it again"
-                )
-            pipe.multi()
-            for source, target in zip(tmp, bodies, strict=True):
-                pipe.rename(source, target)
-            if entry.expires is None:
-                # RENAME keeps the expiry of the tmp key.
-                for target in bodies:
-                    pipe.persist(target)
-                pipe.zrem(self._book("gone"), _encode(key))
-                pipe.delete(self._mark("gone:" + key))
-            else:
-                at_ms = int(entry.expires * 1000)
-                for target in bodies:
-                    pipe.pexpireat(target, at_ms)
-                # The tombstone is laid now, to outlive the entry: 410 once it expired.
-                # The script goes whole: a missing digest would fail inside EXEC.
-                gone_at = int((entry.expires + GONE_SECONDS) * 1000)
-                pipe.eval(_GONE_SCRIPT, 2, *self._gone_args(key, "set", "at", gone_at))
-            pipe.delete(entry_key, self._mark("claim:" + key))
-            pipe.zadd(self._book("lru"), {_encode(key): time.time()})
-            pipe.hset(sizes, _encode(key), entry.size)
-            pipe.incrby(total, entry.size - old_size)
-            if entry.expires is not None:
-                pipe.zadd(self._book("expiry"), {_encode(key): entry.expires})
-            pipe.hset(
-                entry_key,
-                mapping={
-                    "entry": entry.to_json(),
-                    "body": version if tmp else "",
-                    "length": length,
-                    "segment": self._segment_bytes,
-                    "layout": _LAYOUT,
-                },
+        encoded = _encode(key)
+        expires = entry.expires
+        keys = [
+            *self._entry_keys(key),
+            self._book("gone"),
+            self._mark("gone:" + key),
+            self._mark("claim:" + key),
+            *tmp,
+        ]
+        args: list[Any] = [
+            encoded,
+            entry.to_json(),
+            version if tmp or last else "",
+            length,
+            self._segment_bytes,
+            _LAYOUT,
+            entry.size,
+            time.time(),
+            "" if expires is None else expires,
+            0 if expires is None else int(expires * 1000),
+            0 if expires is None else int((expires + GONE_SECONDS) * 1000),
+            self._max_gone_marks,
+            self._linger_seconds,
+            f"{self._namespace}:body:{encoded}:",
+            f"{self._namespace}:reading:{encoded}:",
+            self.bounds.clock(),
+            *last,
+        ]
+        done = cast(list[Any], _PUBLISH(client, keys, args))
+        if not done[0]:
+            raise BackendUnavailable(
+                f"Redis at {self._where()} dropped part of entry {key} before it was "
+                "published (maxmemory eviction?); register it again"
             )
-            if entry.expires is not None:
-                pipe.pexpireat(entry_key, int(entry.expires * 1000))
-            self._retire(pipe, key, old, read)
-
-        # Watching the tmp segments aborts the publication if Redis drops one of them
-        # between the check above and EXEC.
-        client.transaction(publish, entry_key, sizes, *tmp)
-
-    def _being_read(self, pipe: Pipeline, key: str, fields: list[Any]) -> bool:
-        """Whether a stream holds a lease on the body of ``fields`` (the entry hash).
-
-        Called under the WATCH of the transaction that retires the body, before its
-        MULTI: the lease is watched too, so a stream that takes one between this
-        check and EXEC makes the transaction start over and see it.
-        """
-        version = fields[1]
-        if not version:
-            return False
-        lease = self._lease(key, _text(version))
-        # redis-py leaves Pipeline.watch untyped.
-        cast(Any, pipe).watch(lease)
-        return bool(pipe.exists(lease))
-
-    def _retire(self, pipe: Pipeline, key: str, fields: list[Any], read: bool) -> None:
-        """Queue the removal of a body no entry points to any more.
-
-        A body that a stream is reading lingers instead, for ``linger_seconds`` after
-        the stream's last read; any other is deleted at once.
-        """
-        version, length, segment = fields[1], fields[2], fields[3]
-        if not version or not length or not segment:
-            return
-        count = len(_sizes(int(length), int(segment), fields[4]))
-        names = self._segments("body", key, _text(version), count)
-        if not read:
-            pipe.delete(*names)
-            return
-        for name in names:
-            pipe.expire(name, self._linger_seconds)
+        return done[1:]
 
     def read(self, key: str) -> tuple[Entry, BinaryIO | None]:
+        encoded = _encode(key)
+        keys = [self._key("entry", key), self._book("lru")]
+        args = [encoded, 0.0, self._chunk_bytes, f"{self._namespace}:body:{encoded}:"]
         with self._reaching() as client:
             for _ in range(_OPEN_ATTEMPTS):
-                pipe = client.pipeline(transaction=True)
-                pipe.hmget(self._key("entry", key), _HASH_FIELDS)
-                pipe.zadd(self._book("lru"), {_encode(key): time.time()}, xx=True)
-                fields, _ = pipe.execute()
-                raw, version, length_text, segment_text, layout = fields
+                args[1] = time.time()
+                fields = cast(list[Any], _READ(client, keys, args))
+                raw, version, length_text, segment_text, layout, *parts = fields
                 if raw is None:
                     raise EntryNotFound(f"no entry {key} is stored")
                 entry = Entry.from_json(raw)
@@ -601,6 +746,15 @@ class CacheRedis(CacheAbstract):
                 if not version or length == 0:
                     return entry, reader(b"")
                 sizes = _sizes(length, int(segment_text), layout)
+                if length <= self._chunk_bytes:
+                    # Read with the hash, at the same instant: the stream no longer
+                    # depends on Redis.
+                    if len(parts) != len(sizes) or not all(isinstance(p, bytes) for p in parts):
+                        raise _lost(key)
+                    data = b"".join(parts)
+                    if len(data) != length:
+                        raise _lost(key)
+                    return entry, reader(data)
                 stream = self._open(client, key, _text(version), sizes, int(segment_text))
                 if stream is not None:
                     return entry, stream
@@ -612,30 +766,16 @@ class CacheRedis(CacheAbstract):
     def _open(
         self, client: redis.Redis, key: str, version: str, sizes: list[int], segment: int
     ) -> BinaryIO | None:
-        """A stream of body ``version`` of ``key``; ``None`` if the entry has moved on.
+        """A leased stream of body ``version`` of ``key``; ``None`` if the entry moved on.
 
-        One MULTI checks that the entry still points to ``version`` and reads the
-        body, or takes the lease of a stream on it: a body cannot be deleted between
-        the two, as its retirement would have changed the entry first.
+        For bodies larger than ``chunk_bytes`` (smaller ones are read whole with their
+        hash). One MULTI checks that the entry still points to ``version`` and takes
+        the lease of a stream on it: a body cannot be deleted between the two, as its
+        retirement would have changed the entry first.
         """
-        length = sum(sizes)
         names = self._segments("body", key, version, len(sizes))
         pipe = client.pipeline(transaction=True)
         pipe.hget(self._key("entry", key), "body")
-        if length <= self._chunk_bytes:
-            # Small (at most a segment and the pieces of its rest): one read, and
-            # the stream no longer depends on Redis.
-            for name in names:
-                pipe.get(name)
-            current, *parts = pipe.execute()
-            if current is None or _text(current) != version:
-                return None
-            if not all(isinstance(part, bytes) for part in parts):
-                raise _lost(key)
-            data = b"".join(parts)
-            if len(data) != length:
-                raise _lost(key)
-            return reader(data)
         lease, token = self._lease(key, version), secrets.token_hex(8)
         # If the entry has moved on, this lease is on a body that may be gone; it is
         # dropped below.
@@ -699,28 +839,27 @@ class CacheRedis(CacheAbstract):
             if not leased and (current is None or _text(current) != version):
                 client.delete(*names)
 
+    def _entry_keys(self, key: str) -> list[str]:
+        """The keys a script changes for entry ``key``: its hash and the bookkeeping."""
+        return [
+            self._key("entry", key),
+            self._book("sizes"),
+            self._book("bytes"),
+            self._book("lru"),
+            self._book("expiry"),
+        ]
+
     def erase(self, key: str) -> bool:
-        entry_key = self._key("entry", key)
-
-        sizes = self._book("sizes")
-
-        def drop(pipe: Pipeline) -> bool:
-            fields = pipe.hmget(entry_key, _HASH_FIELDS)
-            size = pipe.hget(sizes, _encode(key))
-            if fields[0] is None:
-                pipe.multi()
-                return False
-            read = self._being_read(pipe, key, fields)
-            pipe.multi()
-            pipe.delete(entry_key)
-            self._unbook(pipe, key, size)
-            self._retire(pipe, key, fields, read)
-            return True
-
+        encoded = _encode(key)
+        keys = self._entry_keys(key)
+        args = [
+            encoded,
+            f"{self._namespace}:body:{encoded}:",
+            f"{self._namespace}:reading:{encoded}:",
+            self._linger_seconds,
+        ]
         with self._reaching() as client:
-            # redis-py types the callable as returning None; the value comes back as is.
-            found = client.transaction(cast(Any, drop), entry_key, sizes, value_from_callable=True)
-        return bool(found)
+            return bool(_ERASE(client, keys, args))
 
     def _unbook(self, pipe: Any, key: str, size: Any = None) -> None:
         """Remove ``key`` from the bound bookkeeping (in a pipeline or directly).
@@ -794,6 +933,14 @@ class CacheRedis(CacheAbstract):
     def mark_incr(self, name: str, amount: int = 1) -> int:
         with self._reaching() as client:
             return int(client.incrby(self._mark(name), amount))
+
+    def mark_incr_many(self, counts: Mapping[str, int]) -> None:
+        """Add to several counters in one round trip (statistics are flushed so)."""
+        with self._reaching() as client:
+            pipe = client.pipeline(transaction=False)
+            for name, amount in counts.items():
+                pipe.incrby(self._mark(name), amount)
+            pipe.execute()
 
 
 class RedisBodyReader(io.RawIOBase):
