@@ -104,6 +104,15 @@ def test_count_bound_evicts_least_recently_used(bounded: Bounded) -> None:
     assert [served.get(x).status_code for x in (a, b, c, d)] == [200, 410, 200, 200]
 
 
+def test_listing_entries_is_not_a_use(bounded: Bounded) -> None:
+    served = App(bounded(cache_size=2))
+    a, b = (served.service.register(x) for x in (b"a", b"b"))
+    assert served.get(a).status_code == 200  # b is now the least recently used
+    assert len(served.service.entries()) == 2  # looks at both, uses neither
+    served.service.register(b"c")
+    assert [served.get(x).status_code for x in (a, b)] == [200, 410]
+
+
 def test_byte_bound_evicts_least_recently_used(bounded: Bounded) -> None:
     limit = 4 << 20
     served = App(bounded(max_bytes=limit))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import io
 import os
 import shutil
 import sqlite3
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,6 +30,43 @@ _sites = BuildSites()
 _LEAST_RECENTLY_USED = EVICTION_POLICY["least-recently-used"]["cull"].format(
     fields="key, tag", now=0
 )
+# A read, without the access-time update that diskcache's own get() makes in a
+# write transaction: reads here write nothing, and uses are noted apart.
+_SELECT = (
+    "SELECT tag, mode, filename, value FROM Cache WHERE key = ? AND raw = ?"
+    " AND (expire_time IS NULL OR expire_time > ?)"
+)
+_TOUCH = "UPDATE Cache SET access_time = ? WHERE key = ? AND raw = ? AND access_time < ?"
+# Uses noted by reads reach the index at most this often (seconds), and before any
+# eviction of the same process.
+_TOUCH_SECONDS = 0.1
+# Bodies below this many bytes are stored under the process's write lock; larger
+# ones take long to write and go without it (SQLite still serialises the writes).
+_LOCKED_BODY_BYTES = 1 << 20
+
+# One lock per database and process: threads of one process take turns at writing
+# instead of meeting in SQLite's busy handler, which sleeps up to 100 ms at a time.
+_write_locks: dict[str, threading.RLock] = {}
+_write_locks_guard = threading.Lock()
+
+
+def _write_lock(directory: str) -> threading.RLock:
+    key = os.path.realpath(directory)
+    with _write_locks_guard:
+        lock = _write_locks.get(key)
+        if lock is None:
+            lock = _write_locks[key] = threading.RLock()
+        return lock
+
+
+def _forget_write_locks() -> None:
+    # A lock held by another thread at fork time would never be released in the child.
+    global _write_locks_guard
+    _write_locks_guard = threading.Lock()
+    _write_locks.clear()
+
+
+os.register_at_fork(after_in_child=_forget_write_locks)
 
 
 def _remove_tree_if_owner(directory: str, pid: int) -> None:
@@ -123,6 +162,11 @@ class CacheFile(CacheAbstract):
         self._marks = diskcache.Cache(
             os.path.join(directory, "marks"), size_limit=2**62, eviction_policy="none"
         )
+        self._writing = _write_lock(directory)
+        self._marking = _write_lock(os.path.join(directory, "marks"))
+        self._touched: dict[str, float] = {}
+        self._touched_lock = threading.Lock()
+        self._touched_at = time.monotonic()
 
     def __getstate__(self) -> dict[str, Any]:
         bounds = self.bounds
@@ -195,19 +239,23 @@ class CacheFile(CacheAbstract):
             # diskcache adds time.time() to this: its expiry time is then exactly
             # entry.expires, on the same time line as the clock that expire() is given.
             expire = max(entry.expires - time.time(), 0.001)
+        small = not hasattr(value, "read") or entry.size < _LOCKED_BODY_BYTES
         with _available():
             # Writing the body file and the row with its JSON tag is one diskcache
             # set: readers never see a partial entry.
-            self._cache.set(
-                entry.key,
-                value,
-                read=hasattr(value, "read"),
-                tag=entry.to_json(),
-                expire=expire,
-            )
-            self._apply_bounds()
+            with self._writing if small else contextlib.nullcontext():
+                self._cache.set(
+                    entry.key,
+                    value,
+                    read=hasattr(value, "read"),
+                    tag=entry.to_json(),
+                    expire=expire,
+                )
+            with self._writing:
+                self._apply_bounds()
 
     def _apply_bounds(self) -> None:
+        self._flush_touches()
         expired = self._cache.expire(now=self.bounds.clock())
         if expired:
             self.record("expired", expired)
@@ -231,11 +279,50 @@ class CacheFile(CacheAbstract):
             self.evicted(Entry.from_json(tag))
         return True
 
+    def _fetch(self, key: str) -> tuple[Any, str] | None:
+        """The stored value (a file for bodies on disk) and JSON tag of ``key``."""
+        db_key, raw = self._cache._disk.put(key)
+        rows = self._cache._sql(_SELECT, (db_key, raw, time.time())).fetchall()
+        if not rows:
+            return None
+        ((tag, mode, filename, stored),) = rows
+        try:
+            value = self._cache._disk.fetch(mode, filename, stored, True)
+        except OSError:
+            return None  # evicted between the query and the opening of its file
+        return value, tag
+
+    def _touch(self, key: str) -> None:
+        """Note a use of ``key`` for the least-recently-used order."""
+        now = time.monotonic()
+        with self._touched_lock:
+            self._touched[key] = time.time()
+            due = now - self._touched_at >= _TOUCH_SECONDS
+        if due:
+            # Best effort: a read that found its entry is not failed by the index.
+            with contextlib.suppress(BackendUnavailable), _available():
+                self._flush_touches()
+
+    def _flush_touches(self) -> None:
+        """Write the uses noted since the last flush, in one transaction."""
+        with self._touched_lock:
+            touched, self._touched = self._touched, {}
+            self._touched_at = time.monotonic()
+        if not touched:
+            return
+        rows = []
+        for key, at in touched.items():
+            db_key, raw = self._cache._disk.put(key)
+            rows.append((at, db_key, raw, at))
+        with self._writing, self._cache.transact(retry=True):
+            self._cache._con.executemany(_TOUCH, rows)
+
     def read(self, key: str) -> tuple[Entry, BinaryIO | None]:
         with _available():
-            found = self._cache.get(key, default=None, read=True, tag=True)
+            found = self._fetch(key)
         if found is None or found[0] is None:
             raise EntryNotFound(f"no entry {key} is stored")
+        self._touch(key)
         value, tag = found
         entry = Entry.from_json(tag)
         if entry.kind != "body" or entry.lazy:
@@ -246,14 +333,15 @@ class CacheFile(CacheAbstract):
         return entry, value
 
     def erase(self, key: str) -> bool:
-        with _available():
+        with _available(), self._writing:
             return bool(self._cache.delete(key))
 
     def entries(self) -> list[Entry]:
         found = []
         with _available():
             for key in list(self._cache):
-                item = self._cache.get(key, default=None, read=True, tag=True)
+                # Listing is not a use: it leaves the least-recently-used order alone.
+                item = self._fetch(key)
                 if item is None or item[0] is None:
                     continue
                 _close(item[0])
@@ -268,19 +356,19 @@ class CacheFile(CacheAbstract):
         return None if value is None else str(value)
 
     def mark_set(self, name: str, value: str, ttl: float | None = None) -> None:
-        with _available():
+        with _available(), self._marking:
             self._marks.set(name, value, expire=ttl)
 
     def mark_add(self, name: str, value: str, ttl: float | None = None) -> bool:
-        with _available():
+        with _available(), self._marking:
             return bool(self._marks.add(name, value, expire=ttl))
 
     def mark_delete(self, name: str) -> None:
-        with _available():
+        with _available(), self._marking:
             self._marks.delete(name)
 
     def mark_incr(self, name: str, amount: int = 1) -> int:
-        with _available():
+        with _available(), self._marking:
             return int(self._marks.incr(name, amount, default=0))
 
 
