@@ -555,3 +555,44 @@ def test_a_finalizer_withdrawing_inside_a_publish_does_not_deadlock(
     assert done.wait(10), "publishing deadlocked on the withdrawal inside it"
     assert calls == ["finalizer"]
     assert json.loads(os.environ["DASH_FILE_CACHE_TESTKIND"]) == {"new.py:2": [os.getpid(), "/new"]}
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_child_forked_while_a_thread_writes_to_a_file_cache_can_write(tmp_path: Path) -> None:
+    """A background callback forked from a threaded server, at the moment another
+    thread holds the cache's write lock, starts with locks of its own."""
+    cache = dfc.CacheFile(tmp_path / "cache")
+    service = dfc.ServiceData(cache)
+    holding, release = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with cache._writing:  # as during a registration
+            holding.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    assert holding.wait(10)
+    try:
+        ctx = multiprocessing.get_context("fork")
+        receive, send = ctx.Pipe()
+
+        def child() -> None:
+            address = service.register(b"from the child", mime_type="text/plain")
+            service.cache.get(address.split("uid=")[1])  # a read notes a use too
+            send.send(address)
+
+        proc = ctx.Process(target=child)
+        proc.start()
+        proc.join(30)
+        stuck = proc.exitcode is None
+        if stuck:
+            proc.kill()
+            proc.join()
+    finally:
+        release.set()
+        thread.join()
+    assert not stuck, "the child waited for a lock held by a thread it does not have"
+    assert proc.exitcode == 0
+    address = receive.recv()
+    assert service.cache.get(address.split("uid=")[1])[1].read() == b"from the child"

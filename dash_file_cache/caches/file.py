@@ -11,6 +11,7 @@ import sqlite3
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, BinaryIO
@@ -60,12 +61,17 @@ def _write_lock(directory: str) -> threading.RLock:
 
 
 def _forget_write_locks() -> None:
-    # A lock held by another thread at fork time would never be released in the child.
+    # A lock held by another thread at fork time would never be released in the
+    # child (a background callback forked from a threaded server): the child starts
+    # with fresh locks, in the table and in every cache it inherited.
     global _write_locks_guard
     _write_locks_guard = threading.Lock()
     _write_locks.clear()
+    for cache in list(_open_caches):
+        cache._make_locks()
 
 
+_open_caches: weakref.WeakSet[CacheFile] = weakref.WeakSet()
 os.register_at_fork(after_in_child=_forget_write_locks)
 
 
@@ -162,6 +168,12 @@ class CacheFile(CacheAbstract):
         self._marks = diskcache.Cache(
             os.path.join(directory, "marks"), size_limit=2**62, eviction_policy="none"
         )
+        self._make_locks()
+        _open_caches.add(self)
+
+    def _make_locks(self) -> None:
+        """The locks of this process, and no uses noted yet (again after a fork)."""
+        directory = self._cache.directory
         self._writing = _write_lock(directory)
         self._marking = _write_lock(os.path.join(directory, "marks"))
         self._touched: dict[str, float] = {}
