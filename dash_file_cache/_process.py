@@ -148,6 +148,17 @@ _environ_busy = False
 _environ_withdrawn: list[tuple[str, str, str]] = []
 
 
+def _fresh_environ_lock() -> None:
+    # A lock held by another thread at fork time would never be released in the child.
+    global _environ_lock, _environ_busy
+    _environ_lock = threading.RLock()
+    _environ_busy = False
+    _environ_withdrawn.clear()
+
+
+os.register_at_fork(after_in_child=_fresh_environ_lock)
+
+
 def _variable(kind: str) -> str:
     return f"DASH_FILE_CACHE_{kind.upper()}"
 

@@ -596,3 +596,15 @@ def test_a_child_forked_while_a_thread_writes_to_a_file_cache_can_write(tmp_path
     assert proc.exitcode == 0
     address = receive.recv()
     assert service.cache.get(address.split("uid=")[1])[1].read() == b"from the child"
+
+
+def test_a_forked_child_does_not_write_its_parents_pending_counts(tmp_path: Path) -> None:
+    cache = dfc.CacheFile(tmp_path / "cache")
+    cache.record("deleted")  # gathered in this process, written at most once a second
+    ctx = multiprocessing.get_context("fork")
+    proc = ctx.Process(target=cache.flush_stats)
+    proc.start()
+    proc.join(30)
+    assert proc.exitcode == 0
+    cache.flush_stats()
+    assert cache.stats()["deleted"] == 1

@@ -113,6 +113,7 @@ class _Tally:
     """Counts waiting to be written, per process and thread-safe."""
 
     def __init__(self, interval: float = 1.0) -> None:
+        self.pid = os.getpid()
         self._lock = threading.Lock()
         self._counts: dict[str, int] = {}
         self._interval = interval
@@ -337,22 +338,35 @@ class CacheAbstract(abc.ABC):
         """Count a served download of ``size`` bytes of entry ``key``."""
         self._tally(("hits:" + key, 1), ("stat:hits", 1), ("stat:bytes_served", size))
 
-    def _tally(self, *counts: tuple[str, int]) -> None:
-        tally = self.__dict__.get("_pending_tally")
-        if tally is None:
+    def _pending(self, create: bool = False) -> _Tally | None:
+        """The counts this process gathered and has not written yet.
+
+        A forked child inherits its parent's: those are the parent's to write (and
+        their lock may be held by a thread the child does not have), so it starts
+        anew.
+        """
+        tally: _Tally | None = self.__dict__.get("_pending_tally")
+        if tally is not None and tally.pid != os.getpid():
+            tally = None
+            self.__dict__.pop("_pending_tally", None)
+        if tally is None and create:
             tally = self.__dict__.setdefault("_pending_tally", _Tally())
-        if tally.add(counts):
+        return tally
+
+    def _tally(self, *counts: tuple[str, int]) -> None:
+        tally = self._pending(create=True)
+        if tally is not None and tally.add(counts):
             self.flush_stats()
 
     def _forget_hits(self, key: str) -> None:
-        tally = self.__dict__.get("_pending_tally")
+        tally = self._pending()
         if tally is not None:
             tally.discard("hits:" + key)
         self.mark_delete("hits:" + key)
 
     def flush_stats(self) -> None:
         """Write the counts gathered in this process to the backend."""
-        tally = self.__dict__.get("_pending_tally")
+        tally = self._pending()
         if tally is not None:
             counts = tally.take()
             if counts:
