@@ -17,32 +17,35 @@ from typing import Any
 from .caches import CachePlain
 from .service import ServiceData
 
-__all__ = ["PICTURE_SIZE", "create_app", "main", "png", "table_csv"]
+__all__ = ["PICTURE_SIZE", "create_app", "encode_png", "main", "png", "table_csv"]
 
 PICTURE_SIZE = (320, 200)
 
 
-def png(width: int, height: int, shift: int = 0) -> bytes:
-    """A ``width`` x ``height`` RGB PNG of colour gradients; ``shift`` changes the blue."""
+def encode_png(width: int, rows: Sequence[bytes]) -> bytes:
+    """Encode RGB ``rows`` (3 bytes per pixel, ``width`` pixels each) as a PNG."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         body = kind + data
         return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
 
-    blue = 60 * shift % 256
-    rows = bytearray()
-    for y in range(height):
-        rows.append(0)  # filter type "none" for this row
-        green = 255 * y // max(height - 1, 1)
-        for x in range(width):
-            rows += bytes((255 * x // max(width - 1, 1), green, blue))
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    header = struct.pack(">IIBBBBB", width, len(rows), 8, 2, 0, 0, 0)
+    # Each row starts with its filter type, 0 ("none").
+    pixels = zlib.compress(b"".join(b"\x00" + row for row in rows))
     return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(bytes(rows)))
-        + chunk(b"IEND", b"")
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
     )
+
+
+def png(width: int, height: int, shift: int = 0) -> bytes:
+    """A ``width`` x ``height`` RGB PNG of colour gradients; ``shift`` changes the blue."""
+    blue = 60 * shift % 256
+    reds = [255 * x // max(width - 1, 1) for x in range(width)]
+    rows = []
+    for y in range(height):
+        green = 255 * y // max(height - 1, 1)
+        rows.append(b"".join(bytes((red, green, blue)) for red in reds))
+    return encode_png(width, rows)
 
 
 def table_csv(rows: int) -> bytes:

@@ -17,15 +17,14 @@ import argparse
 import atexit
 import os
 import shutil
-import struct
 import time
-import zlib
 
 import dash
 import diskcache
 from dash import DiskcacheManager, Input, Output, html
 
 import dash_file_cache as dfc
+from dash_file_cache.demo import encode_png
 
 WIDTH, HEIGHT, STEPS = 200, 120, 5
 CACHE = os.environ.get("DFC_DEMO_CACHE", "queue")
@@ -57,20 +56,6 @@ app.layout = html.Div(
 )
 
 
-def png(width: int, rows: list[bytes]) -> bytes:
-    """Encode RGB rows (3 bytes per pixel) as a PNG."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    header = struct.pack(">IIBBBBB", width, len(rows), 8, 2, 0, 0, 0)
-    pixels = zlib.compress(b"".join(b"\x00" + row for row in rows))
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
-    )
-
-
 @app.callback(
     Output("picture", "src"),
     Output("progress", "value", allow_duplicate=True),
@@ -91,7 +76,7 @@ def build(set_progress, n_clicks: int) -> tuple[str, str, str]:
         shade = 255 * (step + 1) // STEPS
         for _ in range(band):
             rows.append(bytes((shade, 80, 255 - shade)) * WIDTH)
-    address = service.register(png(WIDTH, rows), file_name="built.png")
+    address = service.register(encode_png(WIDTH, rows), file_name="built.png")
     # The finished state is returned rather than reported: Dash may drop a progress
     # report that comes just before the result.
     return address, str(STEPS), "100%"

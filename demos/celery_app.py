@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import struct
 import time
 import urllib.parse
-import zlib
 
 import dash
 from dash import CeleryManager, Input, Output, html
@@ -33,6 +31,7 @@ except ImportError as exc:
     raise ImportError('this demo needs Celery: pip install "dash-file-cache[celery]"') from exc
 
 import dash_file_cache as dfc
+from dash_file_cache.demo import encode_png
 
 WIDTH, HEIGHT, STEPS = 240, 160, 8
 
@@ -73,20 +72,6 @@ app.layout = html.Div(
 )
 
 
-def png(width: int, rows: list[bytes]) -> bytes:
-    """Encode RGB rows (3 bytes per pixel) as a PNG."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    header = struct.pack(">IIBBBBB", width, len(rows), 8, 2, 0, 0, 0)
-    pixels = zlib.compress(b"".join(b"\x00" + row for row in rows))
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
-    )
-
-
 def band(step: int) -> list[bytes]:
     """The rows that step ``step`` adds: a horizontal stripe of one colour."""
     shade = 255 * (step + 1) // STEPS
@@ -95,7 +80,7 @@ def band(step: int) -> list[bytes]:
 
 def picture() -> bytes:
     """The finished picture, as the callback builds it."""
-    return png(WIDTH, [row for step in range(STEPS) for row in band(step)])
+    return encode_png(WIDTH, [row for step in range(STEPS) for row in band(step)])
 
 
 @app.callback(
@@ -117,7 +102,7 @@ def build(set_progress, n_clicks: int) -> tuple[str, str, str]:
         rows.extend(band(step))
     # This runs in the Celery worker: the entry goes to Redis, and the address
     # works on every web process that uses the same cache.
-    address = service.register(png(WIDTH, rows), file_name="built.png")
+    address = service.register(encode_png(WIDTH, rows), file_name="built.png")
     # The finished state is returned rather than reported: Dash may drop a progress
     # report that comes just before the result.
     return address, str(STEPS), "100%"

@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 import pathlib
-import socket
+
+from servers import free_port
 
 __all__ = ["DEMOS", "ROOT", "free_port"]
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEMOS = ROOT / "demos"
-
-
-def free_port() -> int:
-    """A TCP port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port

@@ -30,15 +30,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+def wait_until_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> bytes:
+    """GET ``url`` until it answers 2xx (its body is returned), or fail when ``process``
+    exits or ``timeout`` passes."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the server exited with {process.returncode} before it was ready")
         try:
             with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
-                    return
+                body: bytes = resp.read()
+                return body
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             time.sleep(0.05)
     raise TimeoutError(f"{url} was not ready after {timeout} s")

@@ -14,13 +14,12 @@ import struct
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 
 import pytest
 from demo_support import DEMOS, ROOT, free_port
 from redis_server import redis_url_for_test
+from servers import wait_until_ready
 
 import dash_file_cache as dfc
 from dash_file_cache import demo as main_demo
@@ -335,21 +334,6 @@ def test_png_encodes_its_size() -> None:
 # Real processes ----------------------------------------------------------------
 
 
-def _wait_for_http(process: subprocess.Popen[bytes], url: str, timeout: float = 30) -> bytes:
-    """GET ``url`` until it answers 200, the process dies, or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"the server exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                body: bytes = resp.read()
-                return body
-        except (urllib.error.URLError, ConnectionError):
-            time.sleep(0.1)  # retry interval while the server starts
-    raise AssertionError(f"{url} did not answer within {timeout} s")
-
-
 def _stop(process: subprocess.Popen[bytes]) -> None:
     # Ctrl-C, not SIGTERM: the server then exits normally and removes its temporary
     # directories.
@@ -379,7 +363,7 @@ def test_demo_runs_as_a_script(name: str) -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        body = _wait_for_http(process, f"http://127.0.0.1:{port}/")
+        body = wait_until_ready(f"http://127.0.0.1:{port}/", process)
         assert body
     finally:
         _stop(process)
@@ -398,9 +382,9 @@ def test_main_demo_runs_as_a_module(tmp_path: pathlib.Path) -> None:
             stderr=subprocess.STDOUT,
         )
     try:
-        page = _wait_for_http(process, f"http://127.0.0.1:{port}/")
+        page = wait_until_ready(f"http://127.0.0.1:{port}/", process)
         assert b"dash-file-cache demo" in page
-        layout = _wait_for_http(process, f"http://127.0.0.1:{port}/_dash-layout")
+        layout = wait_until_ready(f"http://127.0.0.1:{port}/_dash-layout", process)
         assert b'"make-table"' in layout
     finally:
         _stop(process)
