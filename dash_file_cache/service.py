@@ -371,7 +371,8 @@ class ServiceData:
         """
         from ._http import FastPath, make_view, plain_wsgi_app
 
-        if fast not in (True, False, "auto"):
+        # By identity: 1 and 0 compare equal to True and False but are not flags.
+        if not (fast is True or fast is False or fast == "auto"):
             raise ValueError(f"fast must be True, False or 'auto', not {fast!r}")
         server = _as_flask(app)
         by_host = server.url_map.host_matching or server.subdomain_matching

@@ -524,9 +524,10 @@ def test_by_default_apps_that_route_by_host_get_the_route_alone(
     assert auto.fast_path is None
 
 
-def test_fast_accepts_only_its_three_values() -> None:
+@pytest.mark.parametrize("value", ["yes", 1, 0, None])
+def test_fast_accepts_only_its_three_values(value: Any) -> None:
     with pytest.raises(ValueError, match="True, False or 'auto'"):
-        dfc.ServiceData(dfc.CachePlain(4)).serve(flask.Flask("x"), fast="yes")  # type: ignore[arg-type]
+        dfc.ServiceData(dfc.CachePlain(4)).serve(flask.Flask("x"), fast=value)
 
 
 def test_by_default_a_dash_app_gets_the_fast_path(tmp_path: Path) -> None:

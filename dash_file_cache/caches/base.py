@@ -194,9 +194,10 @@ class CacheAbstract(abc.ABC):
         self.bounds.check_size(entry.size)
         # Cleared first: a backend may lay the gone mark of an expiring entry itself.
         # Reading is cheaper than deleting on shared stores.
-        for mark in () if fresh else ("gone:" + entry.key, "claim:" + entry.key):
-            if self.mark_get(mark) is not None:
-                self.mark_delete(mark)
+        if not fresh:
+            for mark in ("gone:" + entry.key, "claim:" + entry.key):
+                if self.mark_get(mark) is not None:
+                    self.mark_delete(mark)
         self.write(self.bounds.stamp(entry), body)
         if entry.name:
             self.mark_set("name:" + entry.name, entry.key)
